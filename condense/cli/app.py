@@ -1,0 +1,93 @@
+"""The ``condense`` group, options shared by commands, and the error boundary of ``main``."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+
+import click
+
+from condense.errors import CondenseError
+from condense.probing.layers import LAYER_SPEC_HELP
+
+__all__ = ["main", "cli", "probe_options", "default_out"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="condense")
+def cli() -> None:
+    """Measure embedding condensation: how token vectors crowd into a cone, layer by layer."""
+
+
+def probe_options(f):
+    """Options shared by every command that may run a probe."""
+    options = [
+        click.option("--layers", default="all", show_default=True, help=LAYER_SPEC_HELP),
+        click.option("--corpus", default="builtin", show_default=True,
+                     help="builtin | FILE.txt | FILE.jsonl | FOLDER of .txt | wikipedia | pubmed | imdb | squad"),
+        click.option("--text-field", default="text", show_default=True, help="JSONL field holding the text."),
+        click.option("--num-seqs", type=int, default=100, show_default=True, help="Sequences to probe."),
+        click.option("--max-length", type=int, default=512, show_default=True, help="Tokens per sequence."),
+        click.option("--batch-size", type=int, default=8, show_default=True),
+        click.option("--shuffle/--no-shuffle", default=False, help="Random document order (by --seed)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Shuffle, bootstrap and baseline seed."),
+        click.option("--aggregate", type=click.Choice(["pooled", "paper"]), default="pooled", show_default=True,
+                     help="pooled: every within-sequence pair; paper: the authors' averaged S x S matrix."),
+        click.option("--paper-ragged", is_flag=True, help="Paper mode: allow unequal lengths (average the pairs present)."),
+        click.option("--keep-special-tokens", is_flag=True, help="Count BOS/CLS/SEP... tokens (paper mode always does)."),
+        click.option("--exclude-first-token", is_flag=True, help="Drop position 0 (BOS / attention sink)."),
+        click.option("--center", type=click.Choice(["none", "sequence", "corpus"]), default="none", show_default=True,
+                     help="Subtract the sequence's or the corpus's mean token first."),
+        click.option("--spectrum-seqs", type=int, default=8, show_default=True,
+                     help="Sequences used for MEV/entropy/effective rank/HF-LF (0 = skip)."),
+        click.option("--bootstrap", type=int, default=0, show_default=True,
+                     help="Bootstrap resamples over sequences for CIs (0 = none)."),
+        click.option("--nonfinite", type=click.Choice(["error", "exclude"]), default="error", show_default=True,
+                     help="NaN/inf hidden states: stop with a message, or drop those tokens."),
+        click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
+                     help="dtype of the geometry (never the model's half precision)."),
+        click.option("--revision", default=None, help="Hub revision (branch, tag or commit)."),
+        click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+                     show_default=True, help="Model weights dtype (auto: float32 on CPU, checkpoint's elsewhere)."),
+        click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps"),
+        click.option("--trust-remote-code", is_flag=True, help="Allow the checkpoint's own modelling code."),
+        click.option("--init", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
+                     help="random: the architecture with fresh seeded weights (configs ship for gpt2*, qwen3-*)."),
+        click.option("--init-seed", type=int, default=0, show_default=True, help="Seed of random weights."),
+        click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+def default_out(model: str, corpus: str, init: str) -> Path:
+    """results/<model>__<corpus> with path-unsafe characters replaced."""
+    def slug(text: str) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(text).name if os.path.exists(text) else text).strip("-")
+
+    return Path("results") / f"{slug(model)}{'-random' if init == 'random' else ''}__{slug(corpus)}"
+
+
+def main() -> None:
+    """Entry point: turn user errors into one line on stderr and exit code 2."""
+    from condense.cli import commands  # noqa: F401  (registers the subcommands)
+
+    try:
+        cli.main(standalone_mode=False)
+    except CondenseError as err:
+        _fail(str(err))
+    except click.UsageError as err:
+        hint = f" (see `{err.ctx.command_path} --help`)" if err.ctx else ""
+        _fail(err.format_message().replace("\n", " ") + hint)
+    except click.Abort:
+        _fail("interrupted", code=130)
+    except KeyboardInterrupt:
+        _fail("interrupted", code=130)
+
+
+def _fail(message: str, code: int = 2) -> None:
+    click.echo(f"condense: error: {message}", err=True)
+    sys.exit(code)

@@ -1,0 +1,31 @@
+"""``condense probe`` and ``condense show``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from condense.cli.app import cli, default_out, probe_options
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run folder (default results/<model>__<corpus>).")
+@probe_options
+def probe(model: str, out: Path | None, **opts) -> None:
+    """Probe MODEL (alias, local folder, .gguf file or hub id) and write a run folder."""
+    from condense.api import probe_to_folder
+
+    folder = probe_to_folder(model, out or default_out(model, opts["corpus"], opts["init"]), **opts)
+    click.echo(f"wrote {folder}/ (layers.csv, histograms.npz, run.json, heatmap.png)")
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+def show(run: Path) -> None:
+    """Print a run folder's per-layer table and trend statistics."""
+    from condense.results import load
+
+    click.echo(load(run).summary())

@@ -1,0 +1,10 @@
+"""The one exception type users see as a single line on stderr (exit code 2)."""
+
+__all__ = ["CondenseError"]
+
+
+class CondenseError(Exception):
+    """A problem with the user's input or environment, reported without a traceback.
+
+    The message is one line naming the bad value and what would work instead.
+    """

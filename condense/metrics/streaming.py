@@ -1,0 +1,285 @@
+"""Streaming per-layer accumulators: ``update()`` batch by batch, then ``finalize()``.
+
+Each accumulator keeps O(bins) state (plus O(S^2) for the paper convention and one scalar pair
+per sequence for the bootstrap); hidden states and S x S matrices of past batches are dropped.
+Geometry runs in float32 (or float64 if asked) on the hidden states' own device.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from condense.metrics.geometry import MASSIVE_FACTOR, NORM_FLOOR, cone_log10_sphere_fraction
+
+__all__ = [
+    "HIST_BINS",
+    "FINE_BINS",
+    "ANGLE_BINS",
+    "QUANTILES",
+    "LayerStats",
+    "PooledCosineAccumulator",
+    "PaperCosineAccumulator",
+    "TokenGeometryAccumulator",
+    "quantiles_from_counts",
+]
+
+HIST_BINS = 128  # the paper's heatmap resolution on [-1, 1]
+FINE_BINS = 128 * 32  # quantiles are read from these: error <= 2 / 4096 ~ 4.9e-4
+ANGLE_BINS = 3600  # 0.05-degree bins on [0, 180] for half-angle quantiles
+QUANTILES = (0.05, 0.25, 0.50, 0.75, 0.95)
+PAPER_NORM_FLOOR = 1e-3
+
+
+@dataclass
+class LayerStats:
+    """Finalised statistics of one layer: scalar columns plus the 128-bin cosine density."""
+
+    columns: dict[str, float]
+    density: np.ndarray
+    seq_pair_sums: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    seq_pair_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+def quantiles_from_counts(counts: np.ndarray, lo: float, hi: float, qs=QUANTILES) -> list[float]:
+    """Quantiles of a histogram on [lo, hi], interpolating linearly inside the bin.
+
+    The error is at most one bin width when values are spread arbitrarily inside a bin.
+    """
+    total = counts.sum()
+    if total <= 0:
+        return [math.nan] * len(qs)
+    edges = np.linspace(lo, hi, len(counts) + 1)
+    cdf = np.concatenate([[0.0], np.cumsum(counts)]) / total
+    return [float(np.interp(q, cdf, edges)) for q in qs]
+
+
+def _cosine_columns(
+    fine: np.ndarray, n: float, total: float, total_sq: float, angle_sum: float
+) -> tuple[dict[str, float], np.ndarray]:
+    mean = total / n if n else math.nan
+    var = max(total_sq / n - mean * mean, 0.0) if n else math.nan
+    cols = {"mean_cos": mean, "std_cos": math.sqrt(var)}
+    for q, v in zip(QUANTILES, quantiles_from_counts(fine, -1.0, 1.0)):
+        cols[f"q{round(q * 100):02d}_cos"] = v
+    cols["mean_pair_angle_deg"] = angle_sum / n if n else math.nan
+    coarse = fine.reshape(HIST_BINS, -1).sum(axis=1)
+    density = coarse / (coarse.sum() * (2.0 / HIST_BINS)) if n else np.zeros(HIST_BINS)
+    return cols, density
+
+
+class PooledCosineAccumulator:
+    """Cosine similarity of every within-sequence pair (i < j, valid tokens), pooled over sequences.
+
+    ``update(unit, mask)``: unit [B, S, D] rows already scaled to unit norm and zeroed where
+    ``mask`` [B, S] is False. Each unordered pair counts once, so the diagonal and padding never
+    enter. Mean, std and the mean pair angle are exact; quantiles come from a 4096-bin histogram.
+    """
+
+    def __init__(self) -> None:
+        self.fine = np.zeros(FINE_BINS)
+        self.n = 0.0
+        self.total = 0.0
+        self.total_sq = 0.0
+        self.angle_sum = 0.0
+        self.seq_sums: list[float] = []
+        self.seq_counts: list[float] = []
+
+    def update(self, unit: torch.Tensor, mask: torch.Tensor) -> None:
+        gram = torch.bmm(unit, unit.transpose(1, 2))
+        valid = mask.unsqueeze(2) & mask.unsqueeze(1)
+        pairs = torch.triu(valid, diagonal=1)
+        vals = gram[pairs].clamp(-1.0, 1.0)
+        self.fine += torch.histc(vals, FINE_BINS, -1.0, 1.0).double().cpu().numpy()
+        v64 = vals.double()
+        self.n += vals.numel()
+        self.total += float(v64.sum())
+        self.total_sq += float(v64.square().sum())
+        self.angle_sum += float(torch.rad2deg(torch.arccos(v64)).sum())
+        per_seq = (gram.double() * pairs).sum(dim=(1, 2))
+        self.seq_sums.extend(per_seq.cpu().tolist())
+        self.seq_counts.extend(pairs.sum(dim=(1, 2)).cpu().double().tolist())
+
+    def finalize(self) -> LayerStats:
+        cols, density = _cosine_columns(self.fine, self.n, self.total, self.total_sq, self.angle_sum)
+        cols["n_pairs"] = self.n
+        return LayerStats(cols, density, np.array(self.seq_sums), np.array(self.seq_counts))
+
+
+class PaperCosineAccumulator:
+    """The paper's convention: S x S cosine matrices averaged element-wise across sequences.
+
+    ``update(hidden, mask)``: hidden [B, S, D] in the geometry dtype, mask [B, S] (padding only;
+    the paper keeps special tokens). Norms are floored at 1e-3, values clipped to [-1, 1], the
+    diagonal kept. State is one [S, S] float64 sum (and a count matrix when ``ragged`` allows
+    sequences of unequal length, averaging each entry over the sequences that have it).
+    Summaries (histogram, mean, std, quantiles) are taken over all S^2 entries of the average.
+    """
+
+    def __init__(self, seq_len: int, ragged: bool = False) -> None:
+        self.seq_len = seq_len
+        self.ragged = ragged
+        self.sum: torch.Tensor | None = None
+        self.count: torch.Tensor | None = None
+
+    def update(self, hidden: torch.Tensor, mask: torch.Tensor) -> None:
+        s = self.seq_len
+        hidden, mask = hidden[:, :s], mask[:, :s]
+        if hidden.shape[1] < s:
+            pad = s - hidden.shape[1]
+            hidden = torch.nn.functional.pad(hidden, (0, 0, 0, pad))
+            mask = torch.nn.functional.pad(mask, (0, pad))
+        if not self.ragged and not bool(mask.all()):
+            raise ValueError("paper aggregation needs every sequence to have exactly S tokens")
+        unit = hidden / hidden.norm(dim=-1, keepdim=True).clamp_min(PAPER_NORM_FLOOR)
+        unit = unit * mask.unsqueeze(-1)
+        gram = torch.bmm(unit, unit.transpose(1, 2)).clamp(-1.0, 1.0).double().sum(dim=0)
+        pairs = (mask.unsqueeze(2) & mask.unsqueeze(1)).double().sum(dim=0)
+        self.sum = gram if self.sum is None else self.sum + gram
+        self.count = pairs if self.count is None else self.count + pairs
+
+    def averaged_matrix(self) -> torch.Tensor:
+        """The element-wise mean [S, S] (NaN where no sequence had the pair)."""
+        if self.sum is None:
+            raise ValueError("no sequences were added")
+        return self.sum / self.count.where(self.count > 0, torch.nan)
+
+    def finalize(self) -> LayerStats:
+        m = self.averaged_matrix()
+        vals = m[~m.isnan()].clamp(-1.0, 1.0)
+        fine = torch.histc(vals.float(), FINE_BINS, -1.0, 1.0).double().cpu().numpy()
+        angle = float(torch.rad2deg(torch.arccos(vals)).sum())
+        cols, density = _cosine_columns(
+            fine, vals.numel(), float(vals.sum()), float(vals.square().sum()), angle
+        )
+        cols["n_pairs"] = float(vals.numel())
+        return LayerStats(cols, density)
+
+
+class TokenGeometryAccumulator:
+    """Cone half-angle, token norms, massive activations, RMS-scaled cosine and spectrum.
+
+    ``update(hidden, mask, positions)``: hidden [B, S, D] (geometry dtype, already centred if
+    asked), mask [B, S] of tokens that count, positions [B, S] of their indices in the sequence.
+    Half-angles are pooled over tokens (exact mean and max, p95 from 0.05-degree bins);
+    per-sequence quantities (norm max/median, MEV, entropy, effective rank, HF/LF ratio, RMS-scaled
+    mean cosine) are averaged over sequences. The spectrum costs two eigendecompositions per
+    sequence (in the hidden states' dtype) and is computed for the first ``spectrum_seqs`` only.
+    """
+
+    def __init__(self, dim: int, spectrum_seqs: int = 8) -> None:
+        self.dim = dim
+        self.spectrum_seqs = spectrum_seqs
+        self.angle_hist = np.zeros(ANGLE_BINS)
+        self.angle_sum = 0.0
+        self.angle_max = 0.0
+        self.n_tokens = 0
+        self.n_seqs = 0
+        self.per_seq: dict[str, list[float]] = {
+            k: []
+            for k in ("norm_max_over_median", "mean_cos_dim_scaled", "mev", "sv_entropy",
+                      "effective_rank", "hf_lf_ratio")
+        }
+        self.norm_sum = 0.0
+        self.norm_max = 0.0
+        self.massive_count = 0
+        self.massive_positions: Counter[int] = Counter()
+
+    def update(self, hidden: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> None:
+        keep = mask.sum(dim=1) >= 2
+        hidden, mask, positions = hidden[keep], mask[keep], positions[keep]
+        if hidden.shape[0] == 0:
+            return
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        counts = mask.sum(dim=1)
+        norms = hidden.norm(dim=-1)
+        unit = hidden / norms.clamp_min(NORM_FLOOR).unsqueeze(-1) * m
+        self._cone(unit, mask)
+        self._norms(norms, mask, positions)
+        self._dim_scaled_cosine(hidden * m, mask, counts)
+        take = max(0, self.spectrum_seqs - self.n_seqs)
+        if take:
+            self._spectrum(hidden[:take], mask[:take])
+        self.n_seqs += hidden.shape[0]
+
+    def _cone(self, unit: torch.Tensor, mask: torch.Tensor) -> None:
+        axis = unit.sum(dim=1)
+        axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
+        cos = (unit * axis.unsqueeze(1)).sum(dim=-1)[mask].clamp(-1.0, 1.0)
+        deg = torch.rad2deg(torch.arccos(cos.double()))
+        self.angle_hist += torch.histc(deg.float(), ANGLE_BINS, 0.0, 180.0).double().cpu().numpy()
+        self.angle_sum += float(deg.sum())
+        self.angle_max = max(self.angle_max, float(deg.max()))
+        self.n_tokens += int(mask.sum())
+
+    def _norms(self, norms: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> None:
+        self.norm_sum += float(norms.double()[mask].sum())
+        self.norm_max = max(self.norm_max, float(norms[mask].max()))
+        for b in range(norms.shape[0]):
+            n = norms[b][mask[b]]
+            med = float(n.median())
+            self.per_seq["norm_max_over_median"].append(float(n.max()) / med if med > 0 else math.inf)
+            massive = n > MASSIVE_FACTOR * med
+            if bool(massive.any()):
+                self.massive_count += int(massive.sum())
+                self.massive_positions.update(positions[b][mask[b]][massive].cpu().tolist())
+
+    def _dim_scaled_cosine(self, hidden: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor) -> None:
+        rms = (hidden.square().sum(dim=1) / counts.unsqueeze(-1)).sqrt().clamp_min(NORM_FLOOR)
+        scaled = hidden / rms.unsqueeze(1)
+        unit = scaled / scaled.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
+        unit = unit * mask.unsqueeze(-1)
+        # sum_{i != j} u_i.u_j = |sum_i u_i|^2 - sum_i |u_i|^2: no S x S matrix needed
+        resultant = unit.double().sum(dim=1).square().sum(dim=-1)
+        self_terms = unit.double().square().sum(dim=(1, 2))
+        n = counts.double()
+        self.per_seq["mean_cos_dim_scaled"].extend(((resultant - self_terms) / (n * (n - 1))).cpu().tolist())
+
+    def _spectrum(self, hidden: torch.Tensor, mask: torch.Tensor) -> None:
+        # One sequence at a time on its own rows: padding rows would add spurious near-zero
+        # eigenvalues whose float32 noise shifts the entropy. Gram of the smaller side.
+        for x, m in zip(hidden, mask):
+            x = x[m]
+            centred = x - x.mean(dim=0)
+            eig = _gram_eigvals(x).clamp_min(0.0)
+            top_centred = float(_gram_eigvals(centred)[-1].clamp_min(0.0))
+            s = eig.sqrt()
+            p = s[s > 0] / s.sum()
+            entropy = float(-(p * torch.log(p)).sum())
+            low = float(x.mean(dim=0).norm()) * math.sqrt(x.shape[0])
+            self.per_seq["mev"].append(float(eig[-1] / eig.sum()))
+            self.per_seq["sv_entropy"].append(entropy)
+            self.per_seq["effective_rank"].append(math.exp(entropy))
+            self.per_seq["hf_lf_ratio"].append(math.sqrt(top_centred) / low if low > 0 else math.inf)
+
+    def finalize(self) -> dict[str, float]:
+        p95 = quantiles_from_counts(self.angle_hist, 0.0, 180.0, (0.95,))[0]
+        cols = {
+            "cone_half_angle_mean_deg": self.angle_sum / self.n_tokens if self.n_tokens else math.nan,
+            "cone_half_angle_p95_deg": p95,
+            "cone_half_angle_max_deg": self.angle_max if self.n_tokens else math.nan,
+            "cone_log10_sphere_fraction": (
+                cone_log10_sphere_fraction(p95, self.dim) if self.n_tokens else math.nan
+            ),
+            "norm_mean": self.norm_sum / self.n_tokens if self.n_tokens else math.nan,
+            "norm_max": self.norm_max if self.n_tokens else math.nan,
+            "n_massive_tokens": float(self.massive_count),
+            "massive_positions": ";".join(
+                f"{pos}:{c}" for pos, c in self.massive_positions.most_common(5)
+            ),
+            "n_tokens": float(self.n_tokens),
+            "n_seqs": float(self.n_seqs),
+        }
+        for key, values in self.per_seq.items():
+            cols[key] = float(np.mean(values)) if values else math.nan
+        return cols
+
+
+def _gram_eigvals(x: torch.Tensor) -> torch.Tensor:
+    """Ascending eigenvalues of X X^T or X^T X (whichever is smaller) for one matrix [N, D]."""
+    gram = x @ x.T if x.shape[0] <= x.shape[1] else x.T @ x
+    return torch.linalg.eigvalsh(gram)

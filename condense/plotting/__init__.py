@@ -1,0 +1,5 @@
+"""Figures drawn from ProbeResult objects (or run folders read into them)."""
+
+from condense.plotting.heatmap import draw_heatmap, heatmap_figure
+
+__all__ = ["draw_heatmap", "heatmap_figure"]

@@ -1,0 +1,1 @@
+"""Loading models, reading corpora, selecting layers, and running the probe."""

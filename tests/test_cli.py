@@ -1,0 +1,71 @@
+"""The real CLI in a subprocess: end to end, and bad input answered in one line with exit code 2."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error"}
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "condense", *map(str, args)], capture_output=True, text=True,
+                          env=ENV, cwd=cwd, timeout=300)
+
+
+def test_probe_then_show(tiny_gpt2, docs_jsonl, tmp_path):
+    out = tmp_path / "run"
+    p = run("probe", tiny_gpt2, "--corpus", docs_jsonl, "--num-seqs", 4, "--max-length", 32, "--layers", "0:4:2",
+            "--out", out, "-q")
+    assert p.returncode == 0, p.stderr
+    assert sorted(f.name for f in out.iterdir()) == ["heatmap.png", "histograms.npz", "layers.csv", "run.json"]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["settings"]["layers"] == "0:4:2" and meta["counts"]["sequences"] == 4
+    s = run("show", out)
+    assert s.returncode == 0 and "Spearman" in s.stdout and "mean_cos" in s.stdout
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temp folder left
+
+
+def test_default_out_folder(tiny_gpt2, docs_jsonl, tmp_path):
+    p = run("probe", tiny_gpt2, "--corpus", docs_jsonl, "--num-seqs", 2, "--max-length", 16, "-q", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "results" / "gpt2__docs.jsonl" / "layers.csv").exists()
+
+
+BAD = [
+    (["probe", "no-such-model-xyz", "--num-seqs", 2], "no-such-model-xyz"),
+    (["probe", "TINY", "--layers", "99"], "layer 99 is out of range"),
+    (["probe", "TINY", "--layers", "a:b"], "bad --layers 'a:b'"),
+    (["probe", "TINY", "--num-seqs", 0], "bad --num-seqs 0"),
+    (["probe", "TINY", "--max-length", -5], "bad --max-length -5"),
+    (["probe", "TINY", "--batch-size", 0], "bad --batch-size 0"),
+    (["probe", "TINY", "--corpus", "EMPTY"], "no usable text"),
+    (["probe", "TINY", "--corpus", "nonsense-preset"], "unknown corpus 'nonsense-preset'"),
+    (["probe", "TINY", "--corpus", "imdb"], "cannot read corpus preset 'imdb'"),
+    (["probe", "TINY", "--aggregate", "median"], "'median' is not one of"),
+    (["probe", "NOTCKPT"], "is a folder but not a checkpoint"),
+    (["probe", "TINY", "--out", "AFILE"], "is an existing file"),
+    (["show", "NOTCKPT"], "is not a condense run folder"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD, ids=[" ".join(map(str, a[:3])) for a, _ in BAD])
+def test_bad_input_one_line_exit_2(args, message, tiny_gpt2, tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    (tmp_path / "notckpt").mkdir()
+    (tmp_path / "notckpt" / "readme.md").write_text("x")
+    (tmp_path / "afile").write_text("x")
+    subs = {"TINY": tiny_gpt2, "EMPTY": tmp_path / "empty.txt", "NOTCKPT": tmp_path / "notckpt",
+            "AFILE": tmp_path / "afile"}
+    args = [subs.get(a, a) if isinstance(a, str) else a for a in args]
+    if "--out" not in args and args[0] == "probe":
+        args += ["--out", tmp_path / "out"]
+    p = run(*args, "-q") if args[0] == "probe" else run(*args)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1, p.stderr
+    assert message in lines[0] and "Traceback" not in p.stderr
+    assert not (tmp_path / "out").exists()
+    assert not [f for f in tmp_path.iterdir() if f.name.startswith(".out")]

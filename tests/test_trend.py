@@ -1,0 +1,68 @@
+"""Depth trend statistics, last-N means, bootstrap coverage, Gaussian baseline."""
+
+import math
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from condense.metrics import bootstrap_mean_cos, depth_trend, gaussian_baseline, last_layers_means
+
+
+def test_monotone_and_reversed_trends():
+    layers = np.arange(10)
+    assert depth_trend(layers, layers**2) == {"spearman": pytest.approx(1.0), "kendall": pytest.approx(1.0)}
+    assert depth_trend(layers, -np.exp(layers)) == {"spearman": pytest.approx(-1.0), "kendall": pytest.approx(-1.0)}
+
+
+def test_trend_matches_scipy_with_ties_and_nan_for_degenerate():
+    layers = np.arange(8)
+    values = np.array([0.1, 0.3, 0.2, 0.2, 0.5, 0.4, 0.6, 0.6])
+    t = depth_trend(layers, values)
+    assert t["kendall"] == pytest.approx(stats.kendalltau(layers, values).statistic)  # tau-b
+    assert t["spearman"] == pytest.approx(stats.spearmanr(layers, values).statistic)
+    assert math.isnan(depth_trend(layers[:2], values[:2])["spearman"])
+    assert math.isnan(depth_trend(layers, np.ones(8))["kendall"])
+
+
+def test_last_layer_means():
+    out = last_layers_means(np.arange(10.0))
+    assert out["last1"] == 9 and out["last3"] == 8 and out["last5"] == 7
+    assert out["last_half"] == pytest.approx(7.0)
+
+
+def test_bootstrap_ci_covers_true_mean_at_nominal_rate():
+    """Per-sequence pair means drawn from a known distribution; the 90% CI must cover ~90% of the time."""
+    rng = np.random.default_rng(0)
+    true_mean, covered, trials = 0.3, 0, 200
+    for _ in range(trials):
+        counts = rng.integers(50, 150, size=(1, 40)).astype(float)
+        sums = (true_mean + rng.normal(0, 0.2, size=(1, 40))) * counts
+        ci = bootstrap_mean_cos(np.array([0]), sums, counts, resamples=300, seed=int(rng.integers(1e9)),
+                                level=0.9)["mean_cos_ci"][0]
+        covered += ci[0] <= true_mean <= ci[1]
+    assert 0.84 <= covered / trials <= 0.96
+
+
+def test_bootstrap_trend_ci_is_seeded_and_brackets_estimate():
+    rng = np.random.default_rng(1)
+    layers = np.arange(6)
+    counts = np.full((6, 30), 100.0)
+    sums = (layers[:, None] * 0.1 + rng.normal(0, 0.05, (6, 30))) * counts
+    a = bootstrap_mean_cos(layers, sums, counts, 100, seed=3)
+    b = bootstrap_mean_cos(layers, sums, counts, 100, seed=3)
+    assert a["spearman_ci"] == b["spearman_ci"]
+    np.testing.assert_array_equal(a["mean_cos_ci"], b["mean_cos_ci"])
+    point = sums.sum(1) / counts.sum(1)
+    assert np.all(a["mean_cos_ci"][:, 0] <= point) and np.all(point <= a["mean_cos_ci"][:, 1])
+    assert a["spearman_ci"][1] == pytest.approx(1.0)
+
+
+def test_gaussian_baseline_closed_forms_and_simulation():
+    base = gaussian_baseline(n_tokens=128, dim=64, seed=0)
+    assert base["mean_cos"] == 0 and base["std_cos"] == pytest.approx(1 / 8)
+    assert base["mean_pair_angle_deg"] == 90
+    # simulated quantiles agree with the normal approximation N(0, 1/D)
+    assert base["q95_cos"] == pytest.approx(1.645 / 8, abs=0.02)
+    assert base["mev"] < 0.05 and base["effective_rank"] > 40
+    assert gaussian_baseline(128, 64, seed=0) == base
