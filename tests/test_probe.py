@@ -47,6 +47,17 @@ def test_probe_matches_hand_computed_reference(tiny_models, docs_jsonl, arch):
     n = len(result.layers)
     np.testing.assert_allclose(result.layers["layer_fraction"], np.arange(n) / (n - 1))
     assert result.run["last_entry_after_final_norm"] is (arch != "bert")
+    assert result.run["extraction"] == "hooks"  # verified against output_hidden_states on batch 1
+
+
+@pytest.mark.parametrize("layers", ["0", "1", "-1", "0,2"])
+def test_single_layers_stop_early_and_match_all_layers(tiny_models, docs_jsonl, layers):
+    folder = str(tiny_models["llama"])
+    full = condense.probe(folder, corpus=str(docs_jsonl), batch_size=2, **SMALL).layers.set_index("layer")
+    part = condense.probe(folder, corpus=str(docs_jsonl), batch_size=2, layers=layers, **SMALL).layers
+    for _, row in part.iterrows():
+        assert row.mean_cos == pytest.approx(full.loc[row.layer, "mean_cos"], abs=1e-6)
+        assert row.cone_half_angle_mean_deg == pytest.approx(full.loc[row.layer, "cone_half_angle_mean_deg"], abs=1e-4)
 
 
 def test_batch_size_and_padding_invariance(tiny_models, tmp_path):
@@ -174,3 +185,16 @@ def test_save_load_round_trip(tiny_gpt2, docs_jsonl, tmp_path):
     numeric = [c for c in r.layers.columns if r.layers[c].dtype.kind in "fi"]
     np.testing.assert_allclose(back.layers[numeric].to_numpy(float), r.layers[numeric].to_numpy(float), rtol=1e-9)
     assert (tmp_path / "run" / "heatmap.png").stat().st_size > 10_000
+
+
+def test_forward_stops_after_deepest_selected_layer(tiny_models, docs_jsonl):
+    from condense.probing.loading import LoadedModel
+    from condense.probing.probe import ProbeSettings, probe_loaded
+
+    folder = tiny_models["llama"]
+    model = transformers.AutoModel.from_pretrained(folder).eval()
+    calls = []
+    model.layers[-1].register_forward_hook(lambda *_: calls.append(1))
+    loaded = LoadedModel(model, transformers.AutoTokenizer.from_pretrained(folder), {"hidden_size": 32, "model": "x"})
+    probe_loaded(loaded, ProbeSettings(corpus=str(docs_jsonl), num_seqs=5, max_length=40, batch_size=2, layers="1"))
+    assert len(calls) == 1  # only the verifying first batch runs the whole model; 2 later batches stop early

@@ -21,6 +21,20 @@ def cli() -> None:
     """Measure embedding condensation: how token vectors crowd into a cone, layer by layer."""
 
 
+class BatchSize(click.ParamType):
+    """A positive integer or ``auto``."""
+
+    name = "INTEGER|auto"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is not an integer or auto", param, ctx)
+
+
 def probe_options(f):
     """Options shared by every command that may run a probe."""
     options = [
@@ -30,7 +44,8 @@ def probe_options(f):
         click.option("--text-field", default="text", show_default=True, help="JSONL field holding the text."),
         click.option("--num-seqs", type=int, default=100, show_default=True, help="Sequences to probe."),
         click.option("--max-length", type=int, default=512, show_default=True, help="Tokens per sequence."),
-        click.option("--batch-size", type=int, default=8, show_default=True),
+        click.option("--batch-size", type=BatchSize(), default="8", show_default=True,
+                     help="Sequences per forward pass, or auto (largest that fits; halves on out-of-memory)."),
         click.option("--shuffle/--no-shuffle", default=False, help="Random document order (by --seed)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Shuffle, bootstrap and baseline seed."),
         click.option("--aggregate", type=click.Choice(["pooled", "paper"]), default="pooled", show_default=True,
@@ -53,6 +68,10 @@ def probe_options(f):
                      show_default=True, help="Model weights dtype (auto: float32 on CPU, checkpoint's elsewhere)."),
         click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps"),
         click.option("--trust-remote-code", is_flag=True, help="Allow the checkpoint's own modelling code."),
+        click.option("--device-map", default=None,
+                     help="auto: spread a model too large for one device with accelerate (geometry stays float32)."),
+        click.option("--max-memory", default=None, help="With --device-map: per-device budget, e.g. 0=20GiB,cpu=60GiB."),
+        click.option("--offload-folder", default=None, help="With --device-map: folder for weights offloaded to disk."),
         click.option("--init", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
                      help="random: the architecture with fresh seeded weights (configs ship for gpt2*, qwen3-*)."),
         click.option("--init-seed", type=int, default=0, show_default=True, help="Seed of random weights."),

@@ -12,6 +12,8 @@ from types import TracebackType
 from typing import Any, Literal
 
 import torch
+
+from condense.blocks import find_blocks
 from torch import Tensor
 
 from .losses import DispersionLoss
@@ -19,26 +21,6 @@ from .losses import DispersionLoss
 __all__ = ["Where", "DispersionHook", "attach_dispersion", "find_blocks", "select_blocks"]
 
 Where = Literal["all", "last", "early_half", "late_half"] | Sequence[int]
-
-
-def find_blocks(model: torch.nn.Module) -> torch.nn.ModuleList:
-    """The model's Transformer blocks: the first ``torch.nn.ModuleList`` (in module order) whose
-    length equals ``model.config.num_hidden_layers`` (or that of its text config).
-
-    Raises ``ValueError`` naming the model class if there is no such list.
-    """
-    config = getattr(model, "config", None)
-    n_layers = getattr(config, "num_hidden_layers", None)
-    if n_layers is None and hasattr(config, "get_text_config"):
-        n_layers = getattr(config.get_text_config(), "num_hidden_layers", None)
-    if n_layers is not None:
-        for module in model.modules():
-            if isinstance(module, torch.nn.ModuleList) and len(module) == n_layers:
-                return module
-    raise ValueError(
-        f"cannot find the Transformer blocks of {type(model).__name__}: no torch.nn.ModuleList "
-        f"of length config.num_hidden_layers ({n_layers})"
-    )
 
 
 def select_blocks(n_blocks: int, where: Where) -> list[int]:

@@ -113,10 +113,14 @@ def load_model(
     init: str = "pretrained",
     seed: int = 0,
     device_map: str | None = None,
+    max_memory: str | None = None,
+    offload_folder: str | None = None,
 ) -> LoadedModel:
     """Resolve ``name`` (alias, local folder, .gguf file, shipped config or hub id) and load it."""
     if init not in ("pretrained", "random"):
         raise CondenseError(f"bad --init {init!r}: use pretrained or random")
+    if device_map and init == "random":
+        raise CondenseError("--device-map needs --init pretrained (random weights are built on one device)")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
     source, gguf, hub_id = _resolve_source(name)
@@ -139,9 +143,8 @@ def load_model(
             model = model.to(torch_dtype)
     else:
         try:
-            model = AutoModel.from_pretrained(
-                source, config=config, dtype=torch_dtype, device_map=device_map, **kwargs
-            )
+            placement = _placement(device_map, max_memory, offload_folder)
+            model = AutoModel.from_pretrained(source, config=config, dtype=torch_dtype, **placement, **kwargs)
         except (OSError, ValueError) as err:
             raise CondenseError(f"cannot load model weights from {source!r} ({_first_line(err)}){_ALIAS_HINT}") from None
     if device_map is None:
@@ -166,7 +169,30 @@ def load_model(
         "dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
         "device": str(next(model.parameters()).device) if device_map is None else f"device_map={device_map}",
     }
+    if hasattr(model, "hf_device_map"):  # modules per device (cpu, cuda index, disk) as accelerate placed them
+        placed = [str(d) for d in model.hf_device_map.values()]
+        info["placement"] = {d: placed.count(d) for d in sorted(set(placed))}
     return LoadedModel(model, tokenizer, info)
+
+
+def _placement(device_map: str | None, max_memory: str | None, offload_folder: str | None) -> dict[str, Any]:
+    """from_pretrained arguments that spread a model over devices with accelerate."""
+    if device_map is None:
+        if max_memory or offload_folder:
+            raise CondenseError("--max-memory and --offload-folder need --device-map auto")
+        return {}
+    if device_map not in ("auto", "balanced", "balanced_low_0", "sequential"):
+        raise CondenseError(f"bad --device-map {device_map!r}: use auto, balanced, balanced_low_0 or sequential")
+    out: dict[str, Any] = {"device_map": device_map}
+    if max_memory:
+        try:
+            pairs = (item.split("=", 1) for item in max_memory.split(","))
+            out["max_memory"] = {(int(k) if k.strip().isdigit() else k.strip()): v.strip() for k, v in pairs}
+        except ValueError:
+            raise CondenseError(f"bad --max-memory {max_memory!r}: use DEVICE=SIZE pairs such as 0=20GiB,cpu=60GiB") from None
+    if offload_folder:
+        out["offload_folder"] = offload_folder
+    return out
 
 
 def _resolve_source(name: str) -> tuple[str, str | None, str | None]:

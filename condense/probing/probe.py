@@ -11,12 +11,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
 
 from condense.errors import CondenseError
 from condense.metrics.streaming import PaperCosineAccumulator, PooledCosineAccumulator, TokenGeometryAccumulator
 from condense.metrics.trend import bootstrap_mean_cos, depth_trend, gaussian_baseline, last_layers_means
-from condense.probing.corpus import TokenSequence, build_sequences, read_documents, token_hash
+from condense.probing.batching import auto_batch_start, forward_batches
+from condense.probing.corpus import build_sequences, read_documents, token_hash
 from condense.probing.extract import HiddenStateReader
 from condense.probing.layers import resolve_layers
 from condense.probing.loading import LoadedModel, load_model
@@ -40,7 +40,7 @@ class ProbeSettings:
     text_field: str = "text"
     num_seqs: int = 100
     max_length: int = 512
-    batch_size: int = 8
+    batch_size: int | str = 8
     shuffle: bool = False
     seed: int = 0
     aggregate: str = "pooled"
@@ -56,6 +56,8 @@ class ProbeSettings:
     def validate(self) -> None:
         for name in ("num_seqs", "max_length", "batch_size"):
             value = getattr(self, name)
+            if name == "batch_size" and value == "auto":
+                continue
             if not isinstance(value, int) or value < 1:
                 raise CondenseError(f"bad --{name.replace('_', '-')} {value!r}: must be a positive integer")
         if self.max_length < 2:
@@ -72,17 +74,21 @@ class ProbeSettings:
 
 def probe(model: str, *, revision: str | None = None, dtype: str = "auto", device: str = "auto",
           trust_remote_code: bool = False, init: str = "pretrained", init_seed: int = 0,
+          device_map: str | None = None, max_memory: str | None = None, offload_folder: str | None = None,
           quiet: bool = False, **settings: Any) -> ProbeResult:
     """Measure per-layer embedding condensation of ``model`` (alias, folder, .gguf or hub id).
 
     Keyword settings are the fields of :class:`ProbeSettings` (``layers``, ``corpus``,
-    ``num_seqs``, ``max_length``, ``batch_size``, ``aggregate``, ...). Returns a ProbeResult;
+    ``num_seqs``, ``max_length``, ``batch_size`` (an int or ``"auto"``), ``aggregate``, ...).
+    ``device_map="auto"`` (with optional ``max_memory`` such as ``"0=20GiB,cpu=60GiB"`` and an
+    ``offload_folder`` for disk offload) spreads a model too large for one device. Returns a ProbeResult;
     call ``.save(folder)`` to write it.
     """
     cfg = ProbeSettings(**settings)
     cfg.validate()
     documents = read_documents(cfg.corpus, cfg.text_field, cfg.shuffle, cfg.seed)
-    loaded = load_model(model, revision, dtype, device, trust_remote_code, init, init_seed)
+    loaded = load_model(model, revision, dtype, device, trust_remote_code, init, init_seed,
+                        device_map=device_map, max_memory=max_memory, offload_folder=offload_folder)
     return probe_loaded(loaded, cfg, documents=documents, quiet=quiet)
 
 
@@ -111,8 +117,9 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
     cosine = {i: (PaperCosineAccumulator(seq_len - cfg.exclude_first_token, cfg.paper_ragged)
                   if cfg.aggregate == "paper" else PooledCosineAccumulator()) for i in layers}
     geometry = {i: TokenGeometryAccumulator(dim, cfg.spectrum_seqs) for i in layers}
-    for batch, hidden in _forward_batches(reader, loaded, sequences, cfg, layers, quiet, "probing"):
-        positions = batch["positions"]
+    used: dict = {}
+    for batch, hidden in _forward_batches(reader, loaded, sequences, cfg, layers, quiet, "probing", used):
+        positions = batch.positions
         for i in layers:
             h, mask, attention = _prepare(hidden[i], batch, cfg, i, geometry_dtype, center)
             if cfg.aggregate == "paper":
@@ -125,52 +132,32 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
         del hidden
     if not any(g.n_tokens for g in geometry.values()):
         raise CondenseError("no token survived the masks (every sequence has < 2 counted tokens); try --keep-special-tokens")
-    return _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, time.perf_counter() - start)
+    run_facts = {"batch_size_used": used.get("batch_size"), "seconds": time.perf_counter() - start}
+    return _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, run_facts)
 
 
-def _batches(sequences: list[TokenSequence], cfg: ProbeSettings, pad_id: int, device: torch.device):
-    for lo in range(0, len(sequences), cfg.batch_size):
-        chunk = sequences[lo: lo + cfg.batch_size]
-        width = max(len(s.input_ids) for s in chunk)
-        ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.bool)
-        special = torch.zeros((len(chunk), width), dtype=torch.bool)
-        for r, s in enumerate(chunk):  # right padding: positions are token indices
-            ids[r, : len(s.input_ids)] = torch.tensor(s.input_ids)
-            attention[r, : len(s.input_ids)] = True
-            special[r, : len(s.special)] = torch.tensor(s.special, dtype=torch.bool)
-        mask = attention.clone()
-        if cfg.aggregate == "pooled" and not cfg.keep_special_tokens:
-            mask &= ~special
-        if cfg.exclude_first_token:
-            mask[:, 0] = False
-        positions = torch.arange(width).expand(len(chunk), -1)
-        yield {"ids": ids.to(device), "attention": attention.to(device), "mask": mask.to(device),
-               "positions": positions.to(device), "offset": lo, "chunk": chunk}
-
-
-def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label):
+def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label, used):
     tok = loaded.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    total = sum(len(s.input_ids) for s in sequences)
-    with tqdm(total=total, unit="tok", unit_scale=True, desc=label, disable=quiet, leave=False) as bar:
-        for batch in _batches(sequences, cfg, pad_id, reader.input_device):
-            hidden = reader.read(batch["ids"], batch["attention"], layers)
-            yield batch, hidden
-            bar.update(int(batch["attention"].sum()))
+    auto = cfg.batch_size == "auto"
+    size = auto_batch_start(len(sequences), cfg.max_length, loaded.info["hidden_size"], reader.n_entries,
+                            reader.input_device) if auto else cfg.batch_size
+    yield from forward_batches(reader, sequences, used.get("batch_size", size), auto, pad_id, layers,
+                               cfg.aggregate == "pooled" and not cfg.keep_special_tokens,
+                               cfg.exclude_first_token, quiet, label, used)
 
 
 def _prepare(h, batch, cfg, layer, dtype, center):
     """Hidden states of one layer in the geometry dtype, checked, centred; with that layer's masks."""
     h = h.to(dtype)
-    mask, attention = batch["mask"], batch["attention"]
+    mask, attention = batch.mask, batch.attention
     finite = torch.isfinite(h).all(dim=-1)
     bad = attention & ~finite
     if bool(bad.any()):
         r, pos = (int(v) for v in bad.nonzero()[0])
         if cfg.nonfinite == "error":
             raise CondenseError(
-                f"non-finite hidden state at layer {layer}, sequence {batch['offset'] + r}, position {pos} "
+                f"non-finite hidden state at layer {layer}, sequence {batch.offset + r}, position {pos} "
                 f"({int(bad.sum())} tokens in this batch); use --dtype float32, or --nonfinite exclude to drop such tokens"
             )
         mask, attention = mask & finite, attention & finite
@@ -187,16 +174,16 @@ def _corpus_means(reader, loaded, sequences, cfg, layers, dtype) -> dict[int, to
     """Per-layer mean of the counted tokens over the whole corpus (one extra forward pass)."""
     sums: dict[int, torch.Tensor] = {}
     count = 0
-    for batch, hidden in _forward_batches(reader, loaded, sequences, cfg, layers, True, "centring"):
-        m = batch["mask"].unsqueeze(-1)
+    for batch, hidden in _forward_batches(reader, loaded, sequences, cfg, layers, True, "centring", {}):
+        m = batch.mask.unsqueeze(-1)
         for i in layers:
             s = (hidden[i].to(dtype) * m).sum(dim=(0, 1))
             sums[i] = s if i not in sums else sums[i] + s
-        count += int(batch["mask"].sum())
+        count += int(batch.mask.sum())
     return {i: s / max(count, 1) for i, s in sums.items()}
 
 
-def _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, seconds) -> ProbeResult:
+def _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, facts) -> ProbeResult:
     n_entries = reader.n_entries
     rows, densities, seq_sums, seq_counts = [], [], [], []
     for i in layers:
@@ -224,13 +211,15 @@ def _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, sec
         **loaded.info,
         "num_hidden_state_entries": n_entries,
         "last_entry_after_final_norm": reader.last_entry_after_final_norm,
+        "extraction": reader.method,
         "settings": asdict(cfg),
         "counts": {"sequences": len(sequences), "tokens": int(sum(len(s.input_ids) for s in sequences)),
                    "max_seq_len": max(len(s.input_ids) for s in sequences)},
         "token_hash": token_hash(sequences),
         "first_documents": [s.documents[0] for s in sequences[:5]],
         "trend": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in trend.items()},
-        "wall_seconds": round(seconds, 3),
+        "batch_size_used": facts["batch_size_used"],
+        "wall_seconds": round(facts["seconds"], 3),
         "versions": _versions(),
     }
     return ProbeResult(table, np.stack(densities), trend, run)

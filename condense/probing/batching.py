@@ -1,0 +1,110 @@
+"""Padded batches of token sequences, and a forward loop that backs off on out-of-memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from condense.errors import CondenseError
+from condense.probing.corpus import TokenSequence
+
+__all__ = ["Batch", "make_batch", "forward_batches", "auto_batch_start", "is_out_of_memory"]
+
+_OOM_MESSAGES = ("out of memory", "not enough memory", "can't allocate memory", "failed to allocate")
+
+
+@dataclass
+class Batch:
+    """One padded batch (right padding, so positions are token indices).
+
+    ids, attention, mask, positions: [B, S]. ``mask`` marks the tokens that count (padding, and
+    unless kept, special tokens and the first token, removed); ``offset`` is the index of the
+    batch's first sequence.
+    """
+
+    ids: torch.Tensor
+    attention: torch.Tensor
+    mask: torch.Tensor
+    positions: torch.Tensor
+    offset: int
+
+
+def make_batch(chunk: list[TokenSequence], offset: int, pad_id: int, device: torch.device,
+               drop_special: bool, drop_first: bool) -> Batch:
+    width = max(len(s.input_ids) for s in chunk)
+    ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(chunk), width), dtype=torch.bool)
+    special = torch.zeros((len(chunk), width), dtype=torch.bool)
+    for r, s in enumerate(chunk):
+        ids[r, : len(s.input_ids)] = torch.tensor(s.input_ids)
+        attention[r, : len(s.input_ids)] = True
+        special[r, : len(s.special)] = torch.tensor(s.special, dtype=torch.bool)
+    mask = attention & ~special if drop_special else attention.clone()
+    if drop_first:
+        mask[:, 0] = False
+    positions = torch.arange(width).expand(len(chunk), -1)
+    return Batch(ids.to(device), attention.to(device), mask.to(device), positions.to(device), offset)
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or the CPU/MPS allocators' RuntimeError."""
+    return isinstance(err, torch.OutOfMemoryError) or (
+        isinstance(err, RuntimeError) and any(m in str(err).lower() for m in _OOM_MESSAGES)
+    )
+
+
+def auto_batch_start(num_seqs: int, max_length: int, hidden_size: int, n_layers: int, device: torch.device) -> int:
+    """First batch size tried by ``--batch-size auto`` (halved on out-of-memory until it fits).
+
+    Accelerators start at 64 sequences (an OOM there is cheap to catch). On the CPU an oversized
+    allocation may swap or summon the OOM killer instead of raising, so the start is what a
+    generous activation estimate (hidden states of every layer plus 16 working copies, in
+    float32) allows in half of the available memory.
+    """
+    if device.type != "cpu":
+        return max(1, min(num_seqs, 64))
+    try:
+        with open("/proc/meminfo") as f:
+            available = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable"))
+    except (OSError, StopIteration):
+        available = 4 << 30
+    per_seq = max_length * hidden_size * 4 * (n_layers + 16) + max_length**2 * 4 * 32
+    return max(1, min(num_seqs, 64, available // 2 // per_seq))
+
+
+def forward_batches(reader, sequences: list[TokenSequence], batch_size: int, auto: bool, pad_id: int,
+                    layers: list[int], drop_special: bool, drop_first: bool, quiet: bool, label: str,
+                    used: dict) -> Iterator[tuple[Batch, dict[int, torch.Tensor]]]:
+    """Yield (batch, {entry: hidden states}) over all sequences.
+
+    With ``auto``, an out-of-memory error halves the batch size and retries the same batch;
+    ``used["batch_size"]`` ends as the size that fitted.
+    """
+    total = sum(len(s.input_ids) for s in sequences)
+    lo = 0
+    with tqdm(total=total, unit="tok", unit_scale=True, desc=label, disable=quiet, leave=False) as bar:
+        while lo < len(sequences):
+            chunk = sequences[lo: lo + batch_size]
+            batch = make_batch(chunk, lo, pad_id, reader.input_device, drop_special, drop_first)
+            try:
+                hidden = reader.read(batch.ids, batch.attention, layers)
+            except Exception as err:
+                if not is_out_of_memory(err):
+                    raise
+                if not auto or batch_size == 1:
+                    raise CondenseError(
+                        f"out of memory at batch size {batch_size}; try --batch-size auto or smaller, "
+                        "--max-length lower, --dtype bfloat16, or --device-map auto"
+                    ) from None
+                del batch
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                batch_size = (batch_size + 1) // 2
+                continue
+            used["batch_size"] = batch_size
+            yield batch, hidden
+            bar.update(int(batch.attention.sum()))
+            lo += len(chunk)

@@ -1,0 +1,69 @@
+"""--batch-size auto backs off on out-of-memory; --device-map spreads a model and keeps the numbers."""
+
+import numpy as np
+import pytest
+import torch
+
+import condense
+from condense.errors import CondenseError
+from condense.probing.extract import HiddenStateReader
+
+SMALL = dict(num_seqs=6, max_length=40, quiet=True, spectrum_seqs=2)
+
+
+@pytest.fixture
+def oom_above_two(monkeypatch):
+    """Make every forward of more than 2 sequences fail as an allocator would."""
+    real = HiddenStateReader.read
+    attempts = []
+
+    def read(self, ids, attention, layers):
+        attempts.append(ids.shape[0])
+        if ids.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, ids, attention, layers)
+
+    monkeypatch.setattr(HiddenStateReader, "read", read)
+    return attempts
+
+
+def test_auto_batch_backs_off_and_matches_fixed_batch(tiny_gpt2, docs_jsonl, oom_above_two):
+    auto = condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), batch_size="auto", **SMALL)
+    assert auto.run["batch_size_used"] == 2 and auto.run["settings"]["batch_size"] == "auto"
+    assert oom_above_two[0] == 6 and oom_above_two[1] == 3 and set(oom_above_two[2:]) == {2}
+    fixed = condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), batch_size=2, **SMALL)
+    np.testing.assert_allclose(auto.layers["mean_cos"], fixed.layers["mean_cos"], atol=1e-7)
+
+
+def test_fixed_batch_out_of_memory_is_one_clear_error(tiny_gpt2, docs_jsonl, oom_above_two):
+    with pytest.raises(CondenseError, match="out of memory at batch size 4; try --batch-size auto"):
+        condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), batch_size=4, **SMALL)
+
+
+def test_non_memory_errors_are_not_swallowed(tiny_gpt2, docs_jsonl, monkeypatch):
+    def read(self, *args):
+        raise RuntimeError("shape mismatch")
+
+    monkeypatch.setattr(HiddenStateReader, "read", read)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), batch_size="auto", **SMALL)
+
+
+def test_device_map_with_disk_offload_gives_the_same_numbers(tiny_models, docs_jsonl, tmp_path):
+    pytest.importorskip("accelerate")
+    folder = str(tiny_models["llama"])
+    plain = condense.probe(folder, corpus=str(docs_jsonl), **SMALL)
+    # a CPU budget far below the model's size forces accelerate to offload blocks to disk
+    split = condense.probe(folder, corpus=str(docs_jsonl), device_map="auto", max_memory="cpu=200KB",
+                           offload_folder=str(tmp_path / "offload"), **SMALL)
+    assert split.run["device"] == "device_map=auto"
+    assert "disk" in split.run["placement"]  # some blocks really were offloaded
+    numeric = [c for c in plain.layers.columns if plain.layers[c].dtype.kind == "f"]
+    np.testing.assert_allclose(split.layers[numeric], plain.layers[numeric], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_placement_options(tiny_gpt2, docs_jsonl):
+    with pytest.raises(CondenseError, match="need --device-map auto"):
+        condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), max_memory="cpu=1GB", **SMALL)
+    with pytest.raises(CondenseError, match="bad --max-memory"):
+        condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), device_map="auto", max_memory="lots", **SMALL)
