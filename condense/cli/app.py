@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import re
 import sys
-from pathlib import Path
 
 import click
 
 from condense.errors import CondenseError
 from condense.probing.layers import LAYER_SPEC_HELP
 
-__all__ = ["main", "cli", "probe_options", "default_out"]
+__all__ = ["main", "cli", "probe_options"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -80,14 +77,6 @@ def probe_options(f):
     for option in reversed(options):
         f = option(f)
     return f
-
-
-def default_out(model: str, corpus: str, init: str) -> Path:
-    """results/<model>__<corpus> with path-unsafe characters replaced."""
-    def slug(text: str) -> str:
-        return re.sub(r"[^A-Za-z0-9._-]+", "-", Path(text).name if os.path.exists(text) else text).strip("-")
-
-    return Path("results") / f"{slug(model)}{'-random' if init == 'random' else ''}__{slug(corpus)}"
 
 
 def main() -> None:

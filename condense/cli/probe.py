@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from condense.cli.app import cli, default_out, probe_options
+from condense.cli.app import cli, probe_options
 
 
 @cli.command()
@@ -16,9 +16,9 @@ from condense.cli.app import cli, default_out, probe_options
 @probe_options
 def probe(model: str, out: Path | None, **opts) -> None:
     """Probe MODEL (alias, local folder, .gguf file or hub id) and write a run folder."""
-    from condense.api import probe_to_folder
+    from condense.api import default_run_folder, probe_to_folder
 
-    folder = probe_to_folder(model, out or default_out(model, opts["corpus"], opts["init"]), **opts)
+    folder = probe_to_folder(model, out or default_run_folder(model, opts["corpus"], opts["init"]), **opts)
     click.echo(f"wrote {folder}/ (layers.csv, histograms.npz, run.json, heatmap.png)")
 
 

@@ -8,10 +8,13 @@ the GPT-2 and Qwen3 families ship with condense so that works offline.
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import os
 import re
+import socket
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +23,8 @@ import torch
 
 from condense.errors import CondenseError
 
-__all__ = ["Alias", "ALIASES", "LoadedModel", "load_model", "shipped_configs", "resolve_device", "resolve_dtype"]
+__all__ = ["Alias", "ALIASES", "LoadedModel", "load_model", "shipped_configs", "resolve_device", "resolve_dtype",
+           "hub_reachable"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +74,19 @@ def alias_location(alias: Alias) -> tuple[str, str | None] | None:
         return None
     folder = Path(list(spec.submodule_search_locations)[0]) / alias.subdir
     return (str(folder), alias.gguf_file) if folder.exists() else None
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub (or HF_ENDPOINT) answers a TCP connection within ``timeout``."""
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
+    try:
+        socket.create_connection((host, 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
 
 
 def resolve_device(device: str) -> torch.device:
@@ -129,6 +146,8 @@ def load_model(
         kwargs["gguf_file"] = gguf
     if revision and not os.path.exists(source):
         kwargs["revision"] = revision
+    if not os.path.exists(source) and not hub_reachable():
+        kwargs["local_files_only"] = True  # fail in a second from the cache, not after a minute of retries
     import transformers
     from transformers import AutoModel
 
@@ -225,7 +244,7 @@ def _shipped_config_path(name: str) -> Path | None:
 def _load_config(name: str, source: str, kwargs: dict, init: str):
     from transformers import AutoConfig
 
-    shipped = _shipped_config_path(name)
+    shipped = None if os.path.exists(name) else _shipped_config_path(name)
     if init == "random" and shipped is not None:
         facts = json.loads(shipped.read_text())
         facts.pop("_source", None)

@@ -1,0 +1,102 @@
+"""Several runs in one figure: side-by-side comparison, and a model family with its trend panel."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import matplotlib.pyplot as plt
+import numpy as np
+import seaborn as sns
+
+from condense.plotting.heatmap import draw_heatmap
+
+if TYPE_CHECKING:
+    from condense.results import ProbeResult
+
+__all__ = ["compare_figure", "family_figure", "order_by_size"]
+
+_PANEL_W, _PANEL_H = 2.9, 2.5
+
+
+def order_by_size(results: Sequence["ProbeResult"]) -> list["ProbeResult"]:
+    """Results sorted by parameter count (run.json ``parameters``), smallest first."""
+    return sorted(results, key=lambda r: r.run.get("parameters") or 0)
+
+
+def _heatmap_row(fig, axes, results, vmax: float, ylim):
+    meshes = [draw_heatmap(r, ax, vmax=vmax, ylim=ylim) for r, ax in zip(results, axes)]
+    for ax in axes[1:]:
+        ax.set_ylabel("")
+    fig.colorbar(meshes[-1], ax=list(axes), label="density", fraction=0.025, pad=0.01)
+    return meshes
+
+
+def compare_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-1.0, 1.0),
+                   style: str = "whitegrid"):
+    """Heatmaps side by side on one colour scale (top row), then two overlay panels:
+    mean cosine similarity vs layer fraction, and mean cone half-angle vs layer fraction.
+
+    Each heatmap's title carries the run's Spearman and Kendall trend. Returns the Figure.
+    """
+    if len(results) < 1:
+        raise ValueError("compare_figure needs at least one result")
+    n = len(results)
+    with sns.axes_style(style):
+        fig = plt.figure(figsize=(max(_PANEL_W * n + 1.0, 7.0), _PANEL_H * 2 + 0.6), layout="constrained")
+        grid = fig.add_gridspec(2, max(n, 2))
+        top = [fig.add_subplot(grid[0, i]) for i in range(n)]
+        _heatmap_row(fig, top, results, vmax, ylim)
+        half = max(n, 2) // 2
+        cos_ax = fig.add_subplot(grid[1, :half])
+        angle_ax = fig.add_subplot(grid[1, half:])
+        colours = sns.color_palette("colorblind", n)
+        for r, c in zip(results, colours):
+            x = r.layers["layer_fraction"]
+            cos_ax.plot(x, r.layers["mean_cos"], marker="o", ms=3, color=c, label=r.name)
+            angle_ax.plot(x, r.layers["cone_half_angle_mean_deg"], marker="o", ms=3, color=c, label=r.name)
+        cos_ax.set(xlabel="layer fraction", ylabel="mean cosine similarity", title="condensation by depth")
+        angle_ax.set(xlabel="layer fraction", ylabel="cone half-angle (deg, mean)", title="cone half-angle")
+        cos_ax.legend(fontsize=7, frameon=False)
+        for ax in top:
+            ax.grid(False)
+    return fig
+
+
+def family_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-1.0, 1.0),
+                  style: str = "whitegrid"):
+    """A model family ordered by parameter count: heatmaps in a row, then the trend panel
+    (Spearman's rho and Kendall's tau-b of mean cosine vs layer, per model, as the paper's panel b).
+    """
+    results = order_by_size(results)
+    n = len(results)
+    with sns.axes_style(style):
+        fig = plt.figure(figsize=(max(_PANEL_W * n + 1.0, 6.0), _PANEL_H * 2 + 0.6), layout="constrained")
+        grid = fig.add_gridspec(2, max(n, 1))
+        top = [fig.add_subplot(grid[0, i]) for i in range(n)]
+        _heatmap_row(fig, top, results, vmax, ylim)
+        for ax in top:
+            ax.grid(False)
+        trend_ax = fig.add_subplot(grid[1, :])
+        x = np.arange(n)
+        for key, marker, label in (("spearman", "o", "Spearman ρ"), ("kendall", "s", "Kendall τ-b")):
+            values = [r.trend.get(key, math.nan) for r in results]
+            trend_ax.plot(x, values, marker=marker, label=label)
+            low = [r.trend.get(f"{key}_ci_low") for r in results]
+            high = [r.trend.get(f"{key}_ci_high") for r in results]
+            if all(v is not None for v in low + high):
+                trend_ax.fill_between(x, low, high, alpha=0.15)
+        trend_ax.axhline(0, color="grey", lw=0.8)
+        trend_ax.set_xticks(x, [f"{r.name}\n{_params(r)}" for r in results], fontsize=8)
+        trend_ax.set(ylim=(-1.05, 1.05), ylabel="trend of mean cosine vs depth",
+                     title="condensation trend by model size (+1: grows with depth)")
+        trend_ax.legend(fontsize=8, frameon=False)
+    return fig
+
+
+def _params(result: "ProbeResult") -> str:
+    p = result.run.get("parameters")
+    if not p:
+        return ""
+    return f"{p / 1e9:.2f}B" if p >= 1e9 else f"{p / 1e6:.0f}M"
