@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from condense.errors import CondenseError
+from condense.probing.checkpoint import checkpoint_path_for
 from condense.probing.probe import ProbeSettings, probe
 from condense.results import ProbeResult
 from condense.results.atomic import check_writable_target
 
-__all__ = ["probe_to_folder", "default_run_folder", "resolve_runs", "save_figure", "check_figure_path"]
+__all__ = ["probe_to_folder", "rerun", "default_run_folder", "resolve_runs", "save_figure", "check_figure_path"]
 
 _LOAD_KEYS = ("revision", "dtype", "device", "trust_remote_code", "init", "init_seed", "device_map",
-              "max_memory", "offload_folder", "quiet")
+              "max_memory", "offload_folder", "quiet", "resume")
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
@@ -28,8 +29,19 @@ def probe_to_folder(model: str, out: str | Path, **options: Any) -> Path:
     """
     out = Path(out)
     check_writable_target(out)
-    result: ProbeResult = probe(model, **options)
-    return result.save(out)
+    checkpoint = checkpoint_path_for(out)
+    result: ProbeResult = probe(model, checkpoint=checkpoint, **options)
+    folder = result.save(out)
+    checkpoint.unlink(missing_ok=True)
+    return folder
+
+
+def rerun(folder: str | Path, out: str | Path | None = None, quiet: bool = True) -> Path:
+    """Repeat the run recorded in ``folder``/run.json (same model, load options and settings)."""
+    run = ProbeResult.load(folder).run
+    if "load_options" not in run:
+        raise CondenseError(f"run folder {str(folder)!r} does not record its load options; probe it again by hand")
+    return probe_to_folder(run["model"], out or folder, quiet=quiet, **run["load_options"], **run["settings"])
 
 
 def default_run_folder(model: str, corpus: str = "builtin", init: str = "pretrained", root: str | Path = "results") -> Path:

@@ -72,6 +72,8 @@ def probe_options(f):
         click.option("--init", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
                      help="random: the architecture with fresh seeded weights (configs ship for gpt2*, qwen3-*)."),
         click.option("--init-seed", type=int, default=0, show_default=True, help="Seed of random weights."),
+        click.option("--resume", is_flag=True,
+                     help="Continue an interrupted run from its checkpoint (.<out>.resume.pt beside --out)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
     for option in reversed(options):
@@ -86,7 +88,7 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except CondenseError as err:
-        _fail(str(err))
+        _fail(str(err), getattr(err, "exit_code", 2))
     except click.UsageError as err:
         hint = f" (see `{err.ctx.command_path} --help`)" if err.ctx else ""
         _fail(err.format_message().replace("\n", " ") + hint)

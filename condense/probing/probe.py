@@ -6,6 +6,7 @@ import math
 import platform
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -15,6 +16,7 @@ import torch
 from condense.errors import CondenseError
 from condense.metrics.streaming import PaperCosineAccumulator, PooledCosineAccumulator, TokenGeometryAccumulator
 from condense.metrics.trend import bootstrap_mean_cos, depth_trend, gaussian_baseline, last_layers_means
+from condense.probing.checkpoint import ProbeInterrupted, load_checkpoint, save_checkpoint, stop_requests
 from condense.probing.batching import auto_batch_start, forward_batches
 from condense.probing.corpus import build_sequences, read_documents, token_hash
 from condense.probing.extract import HiddenStateReader
@@ -75,7 +77,8 @@ class ProbeSettings:
 def probe(model: str, *, revision: str | None = None, dtype: str = "auto", device: str = "auto",
           trust_remote_code: bool = False, init: str = "pretrained", init_seed: int = 0,
           device_map: str | None = None, max_memory: str | None = None, offload_folder: str | None = None,
-          quiet: bool = False, **settings: Any) -> ProbeResult:
+          quiet: bool = False, checkpoint: str | Path | None = None, resume: bool = False,
+          **settings: Any) -> ProbeResult:
     """Measure per-layer embedding condensation of ``model`` (alias, folder, .gguf or hub id).
 
     Keyword settings are the fields of :class:`ProbeSettings` (``layers``, ``corpus``,
@@ -87,13 +90,22 @@ def probe(model: str, *, revision: str | None = None, dtype: str = "auto", devic
     cfg = ProbeSettings(**settings)
     cfg.validate()
     documents = read_documents(cfg.corpus, cfg.text_field, cfg.shuffle, cfg.seed)
-    loaded = load_model(model, revision, dtype, device, trust_remote_code, init, init_seed,
-                        device_map=device_map, max_memory=max_memory, offload_folder=offload_folder)
-    return probe_loaded(loaded, cfg, documents=documents, quiet=quiet)
+    load_options = dict(revision=revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
+                        init=init, init_seed=init_seed, device_map=device_map, max_memory=max_memory,
+                        offload_folder=offload_folder)
+    loaded = load_model(model, **load_options)
+    result = probe_loaded(loaded, cfg, documents=documents, quiet=quiet, checkpoint=checkpoint, resume=resume)
+    result.run["load_options"] = load_options  # with the settings: everything `condense rerun` needs
+    return result
 
 
-def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet: bool = True) -> ProbeResult:
-    """Probe an already-loaded model (reuse one model for several corpora or settings)."""
+def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet: bool = True,
+                 checkpoint: str | Path | None = None, resume: bool = False) -> ProbeResult:
+    """Probe an already-loaded model (reuse one model for several corpora or settings).
+
+    With ``checkpoint``, SIGINT/SIGTERM stop the run after the current batch, save the
+    accumulators there and raise ProbeInterrupted; ``resume=True`` continues from that file.
+    """
     start = time.perf_counter()
     cfg.validate()
     if documents is None:
@@ -113,30 +125,51 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
     layers = resolve_layers(cfg.layers, reader.n_entries)
     dim = loaded.info["hidden_size"]
     geometry_dtype = torch.float64 if cfg.precision == "float64" else torch.float32
-    center = _corpus_means(reader, loaded, sequences, cfg, layers, geometry_dtype) if cfg.center == "corpus" else None
-    cosine = {i: (PaperCosineAccumulator(seq_len - cfg.exclude_first_token, cfg.paper_ragged)
-                  if cfg.aggregate == "paper" else PooledCosineAccumulator()) for i in layers}
-    geometry = {i: TokenGeometryAccumulator(dim, cfg.spectrum_seqs) for i in layers}
-    used: dict = {}
-    for batch, hidden in _forward_batches(reader, loaded, sequences, cfg, layers, quiet, "probing", used):
-        positions = batch.positions
-        for i in layers:
-            h, mask, attention = _prepare(hidden[i], batch, cfg, i, geometry_dtype, center)
-            if cfg.aggregate == "paper":
-                start_at = int(cfg.exclude_first_token)
-                cosine[i].update(h[:, start_at:], attention[:, start_at:])
-            else:
-                unit = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-8) * mask.unsqueeze(-1)
-                cosine[i].update(unit, mask)
-            geometry[i].update(h, mask, positions)
-        del hidden
+    key = {"model": loaded.info.get("model"), "settings": asdict(cfg), "token_hash": token_hash(sequences)}
+    checkpoint = Path(checkpoint) if checkpoint else None
+    if resume and checkpoint and checkpoint.exists():
+        state = load_checkpoint(checkpoint, key)
+        center = {i: c.to(reader.input_device) for i, c in state["center"].items()} if state["center"] else None
+    else:
+        center = _corpus_means(reader, loaded, sequences, cfg, layers, geometry_dtype) if cfg.center == "corpus" else None
+        state = {"done": 0, "elapsed": 0.0, "batch_size": None, "center": center,
+                 "cosine": {i: (PaperCosineAccumulator(seq_len - cfg.exclude_first_token, cfg.paper_ragged)
+                                if cfg.aggregate == "paper" else PooledCosineAccumulator()) for i in layers},
+                 "geometry": {i: TokenGeometryAccumulator(dim, cfg.spectrum_seqs) for i in layers}}
+    cosine, geometry = state["cosine"], state["geometry"]
+    resumed_from = state["done"] or None
+    used: dict = {"batch_size": state["batch_size"]} if state["batch_size"] else {}
+    with stop_requests() as stop:
+        for batch, hidden in _forward_batches(reader, loaded, sequences, cfg, layers, quiet, "probing", used,
+                                              start=state["done"]):
+            for i in layers:
+                h, mask, attention = _prepare(hidden[i], batch, cfg, i, geometry_dtype, center)
+                if cfg.aggregate == "paper":
+                    start_at = int(cfg.exclude_first_token)
+                    cosine[i].update(h[:, start_at:], attention[:, start_at:])
+                else:
+                    unit = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-8) * mask.unsqueeze(-1)
+                    cosine[i].update(unit, mask)
+                geometry[i].update(h, mask, batch.positions)
+            del hidden
+            state["done"] = batch.offset + batch.ids.shape[0]
+            if stop.signal_name and checkpoint and state["done"] < len(sequences):
+                state.update(batch_size=used.get("batch_size"), elapsed=state["elapsed"] + time.perf_counter() - start)
+                save_checkpoint(checkpoint, key, state)
+                raise ProbeInterrupted(
+                    f"{stop.signal_name}: stopped after {state['done']} of {len(sequences)} sequences; "
+                    "repeat the same command with --resume to continue"
+                )
+            if stop.signal_name:
+                raise KeyboardInterrupt
     if not any(g.n_tokens for g in geometry.values()):
         raise CondenseError("no token survived the masks (every sequence has < 2 counted tokens); try --keep-special-tokens")
-    run_facts = {"batch_size_used": used.get("batch_size"), "seconds": time.perf_counter() - start}
-    return _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, run_facts)
+    facts = {"batch_size_used": used.get("batch_size"), "seconds": state["elapsed"] + time.perf_counter() - start,
+             "resumed_from": resumed_from}
+    return _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, facts)
 
 
-def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label, used):
+def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label, used, start: int = 0):
     tok = loaded.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     auto = cfg.batch_size == "auto"
@@ -144,7 +177,7 @@ def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label, used)
                             reader.input_device) if auto else cfg.batch_size
     yield from forward_batches(reader, sequences, used.get("batch_size", size), auto, pad_id, layers,
                                cfg.aggregate == "pooled" and not cfg.keep_special_tokens,
-                               cfg.exclude_first_token, quiet, label, used)
+                               cfg.exclude_first_token, quiet, label, used, start)
 
 
 def _prepare(h, batch, cfg, layer, dtype, center):
@@ -219,6 +252,7 @@ def _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, fac
         "first_documents": [s.documents[0] for s in sequences[:5]],
         "trend": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in trend.items()},
         "batch_size_used": facts["batch_size_used"],
+        "resumed_from_sequence": facts["resumed_from"],
         "wall_seconds": round(facts["seconds"], 3),
         "versions": _versions(),
     }
