@@ -48,6 +48,18 @@ BAD = [
     (["probe", "NOTCKPT"], "is a folder but not a checkpoint"),
     (["probe", "TINY", "--out", "AFILE"], "is an existing file"),
     (["show", "NOTCKPT"], "is not a condense run folder"),
+    (["probe", "gpt2"], "cannot find model 'gpt2' locally or on the Hugging Face hub"),
+    (["probe", "TINY", "--corpus", "BLANKJSONL"], "has no usable text"),
+    (["probe", "TINY", "--corpus", "NOFIELD"], "line 2 of"),
+    (["probe", "TINY", "--corpus", "BROKEN"], "line 3 of"),
+    (["probe", "TINY", "--out", "AFILE/sub"], "is not writable"),
+    (["probe", "TINY", "--out", "/proc/condense-run"], "is not writable"),
+    (["probe", "TINY", "--aggregate", "paper", "--corpus", "UNEVEN", "--max-length", "64"], "needs sequences of equal length"),
+    (["probe", "TINY", "--device", "cuda"], "--device 'cuda' is not available here"),
+    (["probe", "TINY", "--text-field", "body", "--corpus", "NOFIELD"], "no field 'body'"),
+    (["show", "CORRUPT"], "has a corrupt file"),
+    (["show", "OLDFORMAT"], "has result format 0"),
+    (["compare", "CORRUPT", "--out", "OUTPNG"], "has a corrupt file"),
 ]
 
 
@@ -57,8 +69,21 @@ def test_bad_input_one_line_exit_2(args, message, tiny_gpt2, tmp_path):
     (tmp_path / "notckpt").mkdir()
     (tmp_path / "notckpt" / "readme.md").write_text("x")
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "blank.jsonl").write_text('{"text": " "}\n{"text": ""}\n')
+    (tmp_path / "nofield.jsonl").write_text('{"text": "fine"}\n{"body": "no text field"}\n')
+    (tmp_path / "broken.jsonl").write_text('{"text": "fine"}\n\n{"text": "unterminated\n')
+    (tmp_path / "uneven.txt").write_text(("word " * 200) + "\n\nshort tail")
+    for name, mangle in (("corrupt", lambda f: (f / "histograms.npz").write_bytes(b"not a zip")),
+                         ("oldformat", lambda f: (f / "run.json").write_text('{"format": 0}'))):
+        folder = tmp_path / name
+        folder.mkdir()
+        for f in ("layers.csv", "histograms.npz", "run.json"):
+            (folder / f).write_text({"layers.csv": "layer,mean_cos\n0,0.5\n", "run.json": '{"format": 1}'}.get(f, ""))
+        mangle(folder)
     subs = {"TINY": tiny_gpt2, "EMPTY": tmp_path / "empty.txt", "NOTCKPT": tmp_path / "notckpt",
-            "AFILE": tmp_path / "afile"}
+            "AFILE": tmp_path / "afile", "AFILE/sub": tmp_path / "afile" / "sub", "BLANKJSONL": tmp_path / "blank.jsonl",
+            "NOFIELD": tmp_path / "nofield.jsonl", "BROKEN": tmp_path / "broken.jsonl", "UNEVEN": tmp_path / "uneven.txt",
+            "CORRUPT": tmp_path / "corrupt", "OLDFORMAT": tmp_path / "oldformat", "OUTPNG": tmp_path / "o.png"}
     args = [subs.get(a, a) if isinstance(a, str) else a for a in args]
     if "--out" not in args and args[0] == "probe":
         args += ["--out", tmp_path / "out"]

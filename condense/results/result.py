@@ -1,0 +1,145 @@
+"""ProbeResult: the per-layer table, the cosine histograms, the trend, and the run's manifest."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from condense.errors import CondenseError
+from condense.results.atomic import atomic_folder
+
+__all__ = ["ProbeResult", "load", "RESULT_FORMAT", "HIST_EDGES"]
+
+RESULT_FORMAT = 1
+HIST_EDGES = np.linspace(-1.0, 1.0, 129)
+_FILES = ("layers.csv", "histograms.npz", "run.json")
+
+
+@dataclass
+class ProbeResult:
+    """One probe run.
+
+    layers: one row per selected hidden-state entry (columns documented in the README).
+    histograms: [n_layers, 128] density of pairwise cosine similarity on [-1, 1] (HIST_EDGES).
+    trend: Spearman/Kendall of mean_cos vs layer, means over the last N layers, bootstrap CIs.
+    run: the manifest written as run.json (model, settings, counts, token hash, versions).
+    """
+
+    layers: pd.DataFrame
+    histograms: np.ndarray
+    trend: dict[str, Any]
+    run: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        """A short label for plots: the model name plus ' (random init)' where it applies."""
+        label = str(self.run.get("model", "model")).rstrip("/").split("/")[-1]
+        return label + (" (random init)" if self.run.get("init") == "random" else "")
+
+    @property
+    def bin_edges(self) -> np.ndarray:
+        return HIST_EDGES
+
+    def save(self, folder: str | Path, heatmap: bool = True) -> Path:
+        """Write layers.csv, histograms.npz, run.json (and heatmap.png) atomically into ``folder``."""
+        with atomic_folder(Path(folder)) as tmp:
+            self.layers.to_csv(tmp / "layers.csv", index=False, float_format="%.10g")
+            np.savez(tmp / "histograms.npz", bin_edges=HIST_EDGES, density=self.histograms,
+                     layers=self.layers["layer"].to_numpy())
+            (tmp / "run.json").write_text(json.dumps(_jsonable(self.run), indent=2, sort_keys=False) + "\n")
+            if heatmap:
+                import matplotlib.pyplot as plt
+
+                fig = self.plot()
+                fig.savefig(tmp / "heatmap.png", dpi=150, bbox_inches="tight")
+                plt.close(fig)
+        return Path(folder)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "ProbeResult":
+        """Read a run folder written by :meth:`save`; CondenseError if it is not one."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CondenseError(f"{str(folder)!r} is not a folder; give a run folder written by `condense probe`")
+        missing = [f for f in _FILES if not (folder / f).exists()]
+        if missing:
+            raise CondenseError(f"{str(folder)!r} is not a condense run folder (missing {', '.join(missing)})")
+        try:
+            run = json.loads((folder / "run.json").read_text())
+        except (ValueError, OSError) as err:
+            raise CondenseError(f"run folder {str(folder)!r} has a corrupt run.json ({type(err).__name__})") from None
+        if not isinstance(run, dict) or run.get("format") != RESULT_FORMAT:
+            found = run.get("format") if isinstance(run, dict) else None
+            raise CondenseError(
+                f"run folder {str(folder)!r} has result format {found!r}; this condense reads "
+                f"format {RESULT_FORMAT}: re-run the probe (condense rerun)"
+            )
+        try:
+            layers = pd.read_csv(folder / "layers.csv", keep_default_na=False, na_values=["", "nan", "NaN"])
+            with np.load(folder / "histograms.npz") as npz:
+                density = npz["density"]
+        except (ValueError, OSError, KeyError) as err:
+            raise CondenseError(f"run folder {str(folder)!r} has a corrupt file ({type(err).__name__}: {_short(err)})") from None
+        if density.shape != (len(layers), len(HIST_EDGES) - 1) or "mean_cos" not in layers:
+            raise CondenseError(f"run folder {str(folder)!r} is inconsistent (histograms do not match layers.csv)")
+        if "massive_positions" in layers:
+            layers["massive_positions"] = layers["massive_positions"].fillna("").astype(str)
+        trend = {k: (math.nan if v is None else v) for k, v in run.get("trend", {}).items()}
+        return cls(layers, density, trend, run)
+
+    def plot(self, **kwargs: Any):
+        """The paper-style heatmap (x layer fraction, y cosine similarity, colour density)."""
+        from condense.plotting import heatmap_figure
+
+        return heatmap_figure(self, **kwargs)
+
+    def summary(self) -> str:
+        """The table's key columns and the trend, as text (what `condense show` prints)."""
+        cols = ["layer", "layer_fraction", "mean_cos", "std_cos", "q50_cos", "cone_half_angle_mean_deg",
+                "mean_pair_angle_deg", "n_tokens"]
+        table = self.layers[[c for c in cols if c in self.layers]].to_string(index=False, float_format="%.4f")
+        t = self.trend
+        lines = [
+            f"{self.run.get('model')}  ({self.run.get('settings', {}).get('aggregate', 'pooled')} aggregation, "
+            f"{self.run.get('counts', {}).get('sequences')} sequences, {self.run.get('counts', {}).get('tokens')} tokens)",
+            table,
+            f"trend of mean_cos vs layer: Spearman {_fmt(t.get('spearman'))}, Kendall tau-b {_fmt(t.get('kendall'))}",
+            "mean over last N layers: " + ", ".join(
+                f"{k[4:] or k}={_fmt(v)}" for k, v in t.items() if k.startswith("last")
+            ),
+        ]
+        if "spearman_ci_low" in t:
+            lines.append(f"bootstrap 95% CI: Spearman [{_fmt(t['spearman_ci_low'])}, {_fmt(t['spearman_ci_high'])}], "
+                         f"Kendall [{_fmt(t['kendall_ci_low'])}, {_fmt(t['kendall_ci_high'])}]")
+        return "\n".join(lines)
+
+
+def load(folder: str | Path) -> ProbeResult:
+    """Read a run folder back (``condense.load(DIR)``)."""
+    return ProbeResult.load(folder)
+
+
+def _short(err: BaseException) -> str:
+    return str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+
+
+def _fmt(v: Any) -> str:
+    return "nan" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.floating, float)):
+        return None if not math.isfinite(float(obj)) else float(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    return obj
