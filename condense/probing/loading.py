@@ -159,9 +159,13 @@ def load_model(
         tokenizer, tokenizer_source = _load_tokenizer(source, kwargs, init)
     if init == "random":
         torch.manual_seed(init_seed)
-        model = AutoModel.from_config(config, trust_remote_code=trust_remote_code)
-        if torch_dtype != "auto":
-            model = model.to(torch_dtype)
+        if dev.type == "cuda":
+            torch.cuda.manual_seed_all(init_seed)
+        # built where it will run: a 4B-parameter init takes seconds on a GPU, minutes on the CPU
+        # (so random weights, like any seeded draw, depend on the device)
+        with torch.device(dev):
+            model = AutoModel.from_config(config, trust_remote_code=trust_remote_code,
+                                          dtype=torch.float32 if torch_dtype == "auto" else torch_dtype)
     else:
         try:
             placement = _placement(device_map, max_memory, offload_folder)
