@@ -7,6 +7,7 @@ Geometry runs in float32 (or float64 if asked) on the hidden states' own device.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -58,6 +59,12 @@ def quantiles_from_counts(counts: np.ndarray, lo: float, hi: float, qs=QUANTILES
     return [float(np.interp(q, cdf, edges)) for q in qs]
 
 
+@functools.lru_cache(maxsize=4)
+def _bin_of_zero(device: torch.device) -> torch.Tensor:
+    """One-hot [FINE_BINS] float64 of the histogram bin that holds the value 0 (padding's cosine)."""
+    return torch.histc(torch.zeros(1, device=device), FINE_BINS, -1.0, 1.0).double()
+
+
 def _cosine_columns(
     fine: np.ndarray, n: float, total: float, total_sq: float, angle_sum: float
 ) -> tuple[dict[str, float], np.ndarray]:
@@ -90,19 +97,29 @@ class PooledCosineAccumulator:
         self.seq_counts: list[float] = []
 
     def update(self, unit: torch.Tensor, mask: torch.Tensor) -> None:
-        gram = torch.bmm(unit, unit.transpose(1, 2))
-        valid = mask.unsqueeze(2) & mask.unsqueeze(1)
-        pairs = torch.triu(valid, diagonal=1)
-        vals = gram[pairs].clamp(-1.0, 1.0)
-        self.fine += torch.histc(vals, FINE_BINS, -1.0, 1.0).double().cpu().numpy()
-        v64 = vals.double()
-        self.n += vals.numel()
-        self.total += float(v64.sum())
-        self.total_sq += float(v64.square().sum())
-        self.angle_sum += float(torch.rad2deg(torch.arccos(v64)).sum())
-        per_seq = (gram.double() * pairs).sum(dim=(1, 2))
-        self.seq_sums.extend(per_seq.cpu().tolist())
-        self.seq_counts.extend(pairs.sum(dim=(1, 2)).cpu().double().tolist())
+        # No masks or triangles over the [B, S, S] Gram matrix: padded rows of ``unit`` are zero,
+        # so padding contributes known zeros and the diagonal known self-similarities, which are
+        # subtracted; every pair appears twice. That keeps this to five passes over S^2.
+        gram = torch.bmm(unit, unit.transpose(1, 2)).clamp_(-1.0, 1.0)
+        diag = gram.diagonal(dim1=1, dim2=2)[mask]
+        counts = mask.sum(dim=1).double()
+        n_pad = gram.numel() - float((counts * counts).sum())
+        pairs = counts * (counts - 1) / 2
+        hist = torch.histc(gram, FINE_BINS, -1.0, 1.0).double()
+        hist -= torch.histc(diag, FINE_BINS, -1.0, 1.0).double() + n_pad * _bin_of_zero(gram.device)
+        self.fine += hist.cpu().numpy() / 2
+        total_sq = float(torch.linalg.vector_norm(gram).double() ** 2) - float(diag.double().square().sum())
+        angles = float(torch.arccos(gram).sum(dtype=torch.float64)) - n_pad * math.pi / 2
+        angles -= float(torch.arccos(diag).sum(dtype=torch.float64))
+        # per sequence, sum_{i<j} u_i.u_j = (|sum_i u_i|^2 - sum_i |u_i|^2) / 2, in float64
+        resultant = unit.sum(dim=1).double().square().sum(dim=-1)
+        seq_sums = (resultant - unit.square().sum(dim=(1, 2)).double()) / 2
+        self.n += float(pairs.sum())
+        self.total += float(seq_sums.sum())
+        self.total_sq += total_sq / 2
+        self.angle_sum += math.degrees(angles / 2)
+        self.seq_sums.extend(seq_sums.cpu().tolist())
+        self.seq_counts.extend(pairs.cpu().tolist())
 
     def finalize(self) -> LayerStats:
         cols, density = _cosine_columns(self.fine, self.n, self.total, self.total_sq, self.angle_sum)
@@ -190,18 +207,21 @@ class TokenGeometryAccumulator:
         self.massive_count = 0
         self.massive_positions: Counter[int] = Counter()
 
-    def update(self, hidden: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> None:
+    def update(self, hidden: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+               unit: torch.Tensor | None = None) -> None:
+        """``unit``: the caller's already-normalised, masked rows of ``hidden`` (saves a pass)."""
         keep = mask.sum(dim=1) >= 2
-        hidden, mask, positions = hidden[keep], mask[keep], positions[keep]
+        if not bool(keep.all()):
+            hidden, mask, positions = hidden[keep], mask[keep], positions[keep]
+            unit = None if unit is None else unit[keep]
         if hidden.shape[0] == 0:
             return
-        m = mask.unsqueeze(-1).to(hidden.dtype)
-        counts = mask.sum(dim=1)
-        norms = hidden.norm(dim=-1)
-        unit = hidden / norms.clamp_min(NORM_FLOOR).unsqueeze(-1) * m
+        norms = torch.linalg.vector_norm(hidden, dim=-1)
+        if unit is None:
+            unit = hidden / norms.clamp_min(NORM_FLOOR).unsqueeze(-1) * mask.unsqueeze(-1)
         self._cone(unit, mask)
         self._norms(norms, mask, positions)
-        self._dim_scaled_cosine(hidden * m, mask, counts)
+        self._dim_scaled_cosine(hidden, mask)
         take = max(0, self.spectrum_seqs - self.n_seqs)
         if take:
             self._spectrum(hidden[:take], mask[:take])
@@ -209,8 +229,8 @@ class TokenGeometryAccumulator:
 
     def _cone(self, unit: torch.Tensor, mask: torch.Tensor) -> None:
         axis = unit.sum(dim=1)
-        axis = axis / axis.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
-        cos = (unit * axis.unsqueeze(1)).sum(dim=-1)[mask].clamp(-1.0, 1.0)
+        axis = axis / torch.linalg.vector_norm(axis, dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
+        cos = torch.bmm(unit, axis.unsqueeze(-1)).squeeze(-1)[mask].clamp(-1.0, 1.0)
         deg = torch.rad2deg(torch.arccos(cos.double()))
         self.angle_hist += torch.histc(deg.float(), ANGLE_BINS, 0.0, 180.0).double().cpu().numpy()
         self.angle_sum += float(deg.sum())
@@ -229,16 +249,16 @@ class TokenGeometryAccumulator:
                 self.massive_count += int(massive.sum())
                 self.massive_positions.update(positions[b][mask[b]][massive].cpu().tolist())
 
-    def _dim_scaled_cosine(self, hidden: torch.Tensor, mask: torch.Tensor, counts: torch.Tensor) -> None:
-        rms = (hidden.square().sum(dim=1) / counts.unsqueeze(-1)).sqrt().clamp_min(NORM_FLOOR)
+    def _dim_scaled_cosine(self, hidden: torch.Tensor, mask: torch.Tensor) -> None:
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        counts = mask.sum(dim=1, keepdim=True).to(hidden.dtype)
+        rms = (torch.linalg.vector_norm(hidden * m, dim=1) / counts.sqrt()).clamp_min(NORM_FLOOR)
         scaled = hidden / rms.unsqueeze(1)
-        unit = scaled / scaled.norm(dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
-        unit = unit * mask.unsqueeze(-1)
-        # sum_{i != j} u_i.u_j = |sum_i u_i|^2 - sum_i |u_i|^2: no S x S matrix needed
-        resultant = unit.double().sum(dim=1).square().sum(dim=-1)
-        self_terms = unit.double().square().sum(dim=(1, 2))
-        n = counts.double()
-        self.per_seq["mean_cos_dim_scaled"].extend(((resultant - self_terms) / (n * (n - 1))).cpu().tolist())
+        weights = mask.to(hidden.dtype) / torch.linalg.vector_norm(scaled, dim=-1).clamp_min(NORM_FLOOR)
+        # sum_{i != j} u_i.u_j = |sum_i u_i|^2 - sum_i |u_i|^2 (= n for unit rows): no S x S matrix
+        resultant = torch.bmm(weights.unsqueeze(1), scaled).squeeze(1).double().square().sum(dim=-1)
+        n = counts.squeeze(-1).double()
+        self.per_seq["mean_cos_dim_scaled"].extend(((resultant - n) / (n * (n - 1))).cpu().tolist())
 
     def _spectrum(self, hidden: torch.Tensor, mask: torch.Tensor) -> None:
         # One sequence at a time on its own rows: padding rows would add spurious near-zero

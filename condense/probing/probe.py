@@ -144,13 +144,13 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
                                               start=state["done"]):
             for i in layers:
                 h, mask, attention = _prepare(hidden[i], batch, cfg, i, geometry_dtype, center)
+                unit = h / torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp_min(1e-8) * mask.unsqueeze(-1)
                 if cfg.aggregate == "paper":
                     start_at = int(cfg.exclude_first_token)
                     cosine[i].update(h[:, start_at:], attention[:, start_at:])
                 else:
-                    unit = h / h.norm(dim=-1, keepdim=True).clamp_min(1e-8) * mask.unsqueeze(-1)
                     cosine[i].update(unit, mask)
-                geometry[i].update(h, mask, batch.positions)
+                geometry[i].update(h, mask, batch.positions, unit)
             del hidden
             state["done"] = batch.offset + batch.ids.shape[0]
             if stop.signal_name and checkpoint and state["done"] < len(sequences):
