@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import math
-from collections import Counter
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -88,13 +87,10 @@ class PooledCosineAccumulator:
     """
 
     def __init__(self) -> None:
-        self.fine = np.zeros(FINE_BINS)
-        self.n = 0.0
-        self.total = 0.0
-        self.total_sq = 0.0
-        self.angle_sum = 0.0
-        self.seq_sums: list[float] = []
-        self.seq_counts: list[float] = []
+        # device-side sums: one host sync per layer at finalize, not several per batch
+        self.state: dict[str, torch.Tensor] = {}
+        self.seq_sums: list[torch.Tensor] = []
+        self.seq_counts: list[torch.Tensor] = []
 
     def update(self, unit: torch.Tensor, mask: torch.Tensor) -> None:
         # No masks or triangles over the [B, S, S] Gram matrix: padded rows of ``unit`` are zero,
@@ -103,28 +99,37 @@ class PooledCosineAccumulator:
         gram = torch.bmm(unit, unit.transpose(1, 2)).clamp_(-1.0, 1.0)
         diag = gram.diagonal(dim1=1, dim2=2)[mask]
         counts = mask.sum(dim=1).double()
-        n_pad = gram.numel() - float((counts * counts).sum())
+        n_pad = gram.numel() - (counts * counts).sum()
         pairs = counts * (counts - 1) / 2
         hist = torch.histc(gram, FINE_BINS, -1.0, 1.0).double()
         hist -= torch.histc(diag, FINE_BINS, -1.0, 1.0).double() + n_pad * _bin_of_zero(gram.device)
-        self.fine += hist.cpu().numpy() / 2
-        total_sq = float(torch.linalg.vector_norm(gram).double() ** 2) - float(diag.double().square().sum())
-        angles = float(torch.arccos(gram).sum(dtype=torch.float64)) - n_pad * math.pi / 2
-        angles -= float(torch.arccos(diag).sum(dtype=torch.float64))
+        total_sq = torch.linalg.vector_norm(gram).double() ** 2 - diag.double().square().sum()
+        angles = torch.arccos(gram).sum(dtype=torch.float64) - n_pad * (math.pi / 2)
+        angles = angles - torch.arccos(diag).sum(dtype=torch.float64)
         # per sequence, sum_{i<j} u_i.u_j = (|sum_i u_i|^2 - sum_i |u_i|^2) / 2, in float64
         resultant = unit.sum(dim=1).double().square().sum(dim=-1)
         seq_sums = (resultant - unit.square().sum(dim=(1, 2)).double()) / 2
-        self.n += float(pairs.sum())
-        self.total += float(seq_sums.sum())
-        self.total_sq += total_sq / 2
-        self.angle_sum += math.degrees(angles / 2)
-        self.seq_sums.extend(seq_sums.cpu().tolist())
-        self.seq_counts.extend(pairs.cpu().tolist())
+        _add(self.state, fine=hist / 2, n=pairs.sum(), total=seq_sums.sum(), total_sq=total_sq / 2,
+             angle_sum=torch.rad2deg(angles / 2))
+        self.seq_sums.append(seq_sums)
+        self.seq_counts.append(pairs)
 
     def finalize(self) -> LayerStats:
-        cols, density = _cosine_columns(self.fine, self.n, self.total, self.total_sq, self.angle_sum)
-        cols["n_pairs"] = self.n
-        return LayerStats(cols, density, np.array(self.seq_sums), np.array(self.seq_counts))
+        st = {k: v.cpu().numpy() for k, v in self.state.items()}
+        n = float(st.get("n", 0.0))
+        cols, density = _cosine_columns(st.get("fine", np.zeros(FINE_BINS)), n, float(st.get("total", 0.0)),
+                                        float(st.get("total_sq", 0.0)), float(st.get("angle_sum", 0.0)))
+        cols["n_pairs"] = n
+        sums = torch.cat(self.seq_sums).cpu().numpy() if self.seq_sums else np.zeros(0)
+        pair_counts = torch.cat(self.seq_counts).cpu().numpy() if self.seq_counts else np.zeros(0)
+        return LayerStats(cols, density, sums, pair_counts)
+
+
+def _add(state: dict[str, torch.Tensor], **values: torch.Tensor) -> None:
+    """Accumulate tensors into ``state`` on their own device (a resumed state may sit on the CPU)."""
+    for key, value in values.items():
+        old = state.get(key)
+        state[key] = value if old is None else old.to(value.device) + value
 
 
 class PaperCosineAccumulator:
@@ -192,20 +197,16 @@ class TokenGeometryAccumulator:
     def __init__(self, dim: int, spectrum_seqs: int = 8) -> None:
         self.dim = dim
         self.spectrum_seqs = spectrum_seqs
-        self.angle_hist = np.zeros(ANGLE_BINS)
-        self.angle_sum = 0.0
-        self.angle_max = 0.0
-        self.n_tokens = 0
         self.n_seqs = 0
-        self.per_seq: dict[str, list[float]] = {
-            k: []
-            for k in ("norm_max_over_median", "mean_cos_dim_scaled", "mev", "sv_entropy",
-                      "effective_rank", "hf_lf_ratio")
+        self.state: dict[str, torch.Tensor] = {}  # device-side sums and maxima
+        self.per_seq: dict[str, list[torch.Tensor]] = {
+            k: [] for k in ("norm_max_over_median", "mean_cos_dim_scaled", "mev", "sv_entropy",
+                            "effective_rank", "hf_lf_ratio")
         }
-        self.norm_sum = 0.0
-        self.norm_max = 0.0
-        self.massive_count = 0
-        self.massive_positions: Counter[int] = Counter()
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.state["n_tokens"]) if "n_tokens" in self.state else 0
 
     def update(self, hidden: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                unit: torch.Tensor | None = None) -> None:
@@ -232,22 +233,24 @@ class TokenGeometryAccumulator:
         axis = axis / torch.linalg.vector_norm(axis, dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
         cos = torch.bmm(unit, axis.unsqueeze(-1)).squeeze(-1)[mask].clamp(-1.0, 1.0)
         deg = torch.rad2deg(torch.arccos(cos.double()))
-        self.angle_hist += torch.histc(deg.float(), ANGLE_BINS, 0.0, 180.0).double().cpu().numpy()
-        self.angle_sum += float(deg.sum())
-        self.angle_max = max(self.angle_max, float(deg.max()))
-        self.n_tokens += int(mask.sum())
+        _add(self.state, angle_hist=torch.histc(deg.float(), ANGLE_BINS, 0.0, 180.0).double(),
+             angle_sum=deg.sum(), n_tokens=mask.sum())
+        _max(self.state, angle_max=deg.max())
 
     def _norms(self, norms: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> None:
-        self.norm_sum += float(norms.double()[mask].sum())
-        self.norm_max = max(self.norm_max, float(norms[mask].max()))
-        for b in range(norms.shape[0]):
-            n = norms[b][mask[b]]
-            med = float(n.median())
-            self.per_seq["norm_max_over_median"].append(float(n.max()) / med if med > 0 else math.inf)
-            massive = n > MASSIVE_FACTOR * med
-            if bool(massive.any()):
-                self.massive_count += int(massive.sum())
-                self.massive_positions.update(positions[b][mask[b]][massive].cpu().tolist())
+        median = norms.masked_fill(~mask, math.nan).nanmedian(dim=1).values
+        largest = norms.masked_fill(~mask, -math.inf).max(dim=1).values
+        self.per_seq["norm_max_over_median"].append((largest / median).double())
+        massive = mask & (norms > MASSIVE_FACTOR * median.unsqueeze(1))
+        width = positions.shape[1]
+        counts = torch.bincount(positions[massive], minlength=width).double()
+        old = self.state.get("massive_at")
+        if old is not None and len(old) != width:  # batches of other widths: align on the longer
+            size = max(len(old), width)
+            counts = torch.nn.functional.pad(counts, (0, size - width))
+            self.state["massive_at"] = torch.nn.functional.pad(old, (0, size - len(old)))
+        _add(self.state, norm_sum=norms.double()[mask].sum(), massive_at=counts)
+        _max(self.state, norm_max=largest.max())
 
     def _dim_scaled_cosine(self, hidden: torch.Tensor, mask: torch.Tensor) -> None:
         m = mask.unsqueeze(-1).to(hidden.dtype)
@@ -258,49 +261,64 @@ class TokenGeometryAccumulator:
         # sum_{i != j} u_i.u_j = |sum_i u_i|^2 - sum_i |u_i|^2 (= n for unit rows): no S x S matrix
         resultant = torch.bmm(weights.unsqueeze(1), scaled).squeeze(1).double().square().sum(dim=-1)
         n = counts.squeeze(-1).double()
-        self.per_seq["mean_cos_dim_scaled"].extend(((resultant - n) / (n * (n - 1))).cpu().tolist())
+        self.per_seq["mean_cos_dim_scaled"].append((resultant - n) / (n * (n - 1)))
 
     def _spectrum(self, hidden: torch.Tensor, mask: torch.Tensor) -> None:
-        # One sequence at a time on its own rows: padding rows would add spurious near-zero
-        # eigenvalues whose float32 noise shifts the entropy. Gram of the smaller side.
-        for x, m in zip(hidden, mask):
-            x = x[m]
-            centred = x - x.mean(dim=0)
-            eig = _gram_eigvals(x).clamp_min(0.0)
-            top_centred = float(_gram_eigvals(centred)[-1].clamp_min(0.0))
-            s = eig.sqrt()
-            p = s[s > 0] / s.sum()
-            entropy = float(-(p * torch.log(p)).sum())
-            low = float(x.mean(dim=0).norm()) * math.sqrt(x.shape[0])
-            self.per_seq["mev"].append(float(eig[-1] / eig.sum()))
-            self.per_seq["sv_entropy"].append(entropy)
-            self.per_seq["effective_rank"].append(math.exp(entropy))
-            self.per_seq["hf_lf_ratio"].append(math.sqrt(top_centred) / low if low > 0 else math.inf)
+        # On each sequence's own rows only: padding rows would add spurious near-zero eigenvalues
+        # whose float32 noise shifts the entropy. Sequences sharing one mask go in one batched call.
+        if bool((mask == mask[0]).all()):
+            self._spectrum_batch(hidden[:, mask[0]])
+        else:
+            for x, m in zip(hidden, mask):
+                self._spectrum_batch(x[m].unsqueeze(0))
+
+    def _spectrum_batch(self, x: torch.Tensor) -> None:
+        """x: [b, n, D] token rows of b sequences of n tokens. Gram matrices of the smaller side;
+        the centred one derived from the uncentred (no second product)."""
+        n = x.shape[1]
+        mean = x.mean(dim=1)
+        if n <= x.shape[2]:
+            gram = x @ x.transpose(1, 2)
+            r = gram.mean(dim=2, keepdim=True)
+            centred = gram - r - r.transpose(1, 2) + gram.mean(dim=(1, 2), keepdim=True)
+        else:
+            gram = x.transpose(1, 2) @ x
+            centred = gram - n * mean.unsqueeze(2) * mean.unsqueeze(1)
+        eig = torch.linalg.eigvalsh(gram).clamp_min(0.0).double()
+        top_centred = torch.linalg.eigvalsh(centred)[:, -1].clamp_min(0.0).double()
+        sv = eig.sqrt()
+        p = sv / sv.sum(dim=1, keepdim=True)
+        entropy = -(p * torch.log(p.where(p > 0, torch.ones_like(p)))).sum(dim=1)
+        low = torch.linalg.vector_norm(mean, dim=-1).double() * math.sqrt(n)
+        self.per_seq["mev"].append(eig[:, -1] / eig.sum(dim=1))
+        self.per_seq["sv_entropy"].append(entropy)
+        self.per_seq["effective_rank"].append(entropy.exp())
+        self.per_seq["hf_lf_ratio"].append(top_centred.sqrt() / low)
 
     def finalize(self) -> dict[str, float]:
-        p95 = quantiles_from_counts(self.angle_hist, 0.0, 180.0, (0.95,))[0]
+        st = {k: v.cpu().numpy() for k, v in self.state.items()}
+        n_tokens = float(st.get("n_tokens", 0))
+        p95 = quantiles_from_counts(st.get("angle_hist", np.zeros(ANGLE_BINS)), 0.0, 180.0, (0.95,))[0]
+        massive_at = st.get("massive_at", np.zeros(0))
+        top = sorted(np.flatnonzero(massive_at), key=lambda pos: (-massive_at[pos], pos))[:5]
         cols = {
-            "cone_half_angle_mean_deg": self.angle_sum / self.n_tokens if self.n_tokens else math.nan,
+            "cone_half_angle_mean_deg": float(st["angle_sum"]) / n_tokens if n_tokens else math.nan,
             "cone_half_angle_p95_deg": p95,
-            "cone_half_angle_max_deg": self.angle_max if self.n_tokens else math.nan,
-            "cone_log10_sphere_fraction": (
-                cone_log10_sphere_fraction(p95, self.dim) if self.n_tokens else math.nan
-            ),
-            "norm_mean": self.norm_sum / self.n_tokens if self.n_tokens else math.nan,
-            "norm_max": self.norm_max if self.n_tokens else math.nan,
-            "n_massive_tokens": float(self.massive_count),
-            "massive_positions": ";".join(
-                f"{pos}:{c}" for pos, c in self.massive_positions.most_common(5)
-            ),
-            "n_tokens": float(self.n_tokens),
+            "cone_half_angle_max_deg": float(st["angle_max"]) if n_tokens else math.nan,
+            "cone_log10_sphere_fraction": cone_log10_sphere_fraction(p95, self.dim) if n_tokens else math.nan,
+            "norm_mean": float(st["norm_sum"]) / n_tokens if n_tokens else math.nan,
+            "norm_max": float(st["norm_max"]) if n_tokens else math.nan,
+            "n_massive_tokens": float(massive_at.sum()),
+            "massive_positions": ";".join(f"{pos}:{int(massive_at[pos])}" for pos in top),
+            "n_tokens": n_tokens,
             "n_seqs": float(self.n_seqs),
         }
         for key, values in self.per_seq.items():
-            cols[key] = float(np.mean(values)) if values else math.nan
+            cols[key] = float(torch.cat(values).mean()) if values else math.nan
         return cols
 
 
-def _gram_eigvals(x: torch.Tensor) -> torch.Tensor:
-    """Ascending eigenvalues of X X^T or X^T X (whichever is smaller) for one matrix [N, D]."""
-    gram = x @ x.T if x.shape[0] <= x.shape[1] else x.T @ x
-    return torch.linalg.eigvalsh(gram)
+def _max(state: dict[str, torch.Tensor], **values: torch.Tensor) -> None:
+    for key, value in values.items():
+        old = state.get(key)
+        state[key] = value if old is None else torch.maximum(old.to(value.device), value)
