@@ -80,9 +80,10 @@ def family_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-1
             ax.grid(False)
         trend_ax = fig.add_subplot(grid[1, :])
         x = np.arange(n)
-        for key, marker, label in (("spearman", "o", "Spearman ρ"), ("kendall", "s", "Kendall τ-b")):
+        for key, style, label in (("spearman", dict(marker="o", ms=8, ls="-"), "Spearman ρ"),
+                                  ("kendall", dict(marker="s", ms=4, ls="--"), "Kendall τ-b")):
             values = [r.trend.get(key, math.nan) for r in results]
-            trend_ax.plot(x, values, marker=marker, label=label)
+            trend_ax.plot(x, values, label=label, **style)  # dashed over solid: equal values stay visible
             low = [r.trend.get(f"{key}_ci_low") for r in results]
             high = [r.trend.get(f"{key}_ci_high") for r in results]
             if all(v is not None for v in low + high):
@@ -91,7 +92,7 @@ def family_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-1
         trend_ax.set_xticks(x, [f"{r.name}\n{_params(r)}" for r in results], fontsize=8)
         trend_ax.set(ylim=(-1.05, 1.05), ylabel="trend of mean cosine vs depth",
                      title="condensation trend by model size (+1: grows with depth)")
-        trend_ax.legend(fontsize=8, frameon=False)
+        trend_ax.legend(fontsize=8, frameon=False, loc="lower left")
     return fig
 
 
