@@ -19,3 +19,9 @@ demo: install
 
 test: install-test
 	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/bench_probe.py --quick --models tiny-gpt2
+
+figures: install
+	$(PY) figures/make_figures.py
