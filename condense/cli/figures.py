@@ -24,18 +24,23 @@ def _figure_options(f):
     return f
 
 
+def _runs_figure(kind: str, items, out, vmax, ylim, style, runs_dir, opts) -> None:
+    from condense import plotting
+    from condense.api import check_figure_path, resolve_runs, save_figure
+
+    check_figure_path(out)
+    results = resolve_runs(list(items), runs_dir, **opts)
+    draw = {"compare": plotting.compare_figure, "family": plotting.family_figure}[kind]
+    click.echo(f"wrote {save_figure(draw(results, vmax=vmax, ylim=ylim, style=style), out)}")
+
+
 @cli.command()
 @click.argument("items", nargs=-1, required=True)
 @_figure_options
 @probe_options
 def compare(items, out, vmax, ylim, style, runs_dir, **opts) -> None:
     """Compare runs or models (ITEMS: run folders or model ids) side by side."""
-    from condense.api import check_figure_path, resolve_runs, save_figure
-    from condense.plotting import compare_figure
-
-    check_figure_path(out)
-    results = resolve_runs(list(items), runs_dir, **opts)
-    click.echo(f"wrote {save_figure(compare_figure(results, vmax=vmax, ylim=ylim, style=style), out)}")
+    _runs_figure("compare", items, out, vmax, ylim, style, runs_dir, opts)
 
 
 @cli.command()
@@ -44,12 +49,7 @@ def compare(items, out, vmax, ylim, style, runs_dir, **opts) -> None:
 @probe_options
 def family(items, out, vmax, ylim, style, runs_dir, **opts) -> None:
     """A model family ordered by size: heatmaps in a row and the Spearman/Kendall trend panel."""
-    from condense.api import check_figure_path, resolve_runs, save_figure
-    from condense.plotting import family_figure
-
-    check_figure_path(out)
-    results = resolve_runs(list(items), runs_dir, **opts)
-    click.echo(f"wrote {save_figure(family_figure(results, vmax=vmax, ylim=ylim, style=style), out)}")
+    _runs_figure("family", items, out, vmax, ylim, style, runs_dir, opts)
 
 
 @cli.command()

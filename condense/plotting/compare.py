@@ -25,12 +25,19 @@ def order_by_size(results: Sequence["ProbeResult"]) -> list["ProbeResult"]:
     return sorted(results, key=lambda r: r.run.get("parameters") or 0)
 
 
-def _heatmap_row(fig, axes, results, vmax: float, ylim):
-    meshes = [draw_heatmap(r, ax, vmax=vmax, ylim=ylim) for r, ax in zip(results, axes)]
-    for ax in axes[1:]:
+def _figure_with_heatmap_row(results, columns: int, min_width: float, vmax: float, ylim):
+    """A two-row figure whose top row holds one heatmap per result on one shared colour bar."""
+    n = len(results)
+    fig = plt.figure(figsize=(max(_PANEL_W * n + 1.0, min_width), _PANEL_H * 2 + 0.6), layout="constrained")
+    grid = fig.add_gridspec(2, columns)
+    top = [fig.add_subplot(grid[0, i]) for i in range(n)]
+    meshes = [draw_heatmap(r, ax, vmax=vmax, ylim=ylim) for r, ax in zip(results, top)]
+    for ax in top:
+        ax.grid(False)
+    for ax in top[1:]:
         ax.set_ylabel("")
-    fig.colorbar(meshes[-1], ax=list(axes), label="density", fraction=0.025, pad=0.01)
-    return meshes
+    fig.colorbar(meshes[-1], ax=top, label="density", fraction=0.025, pad=0.01)
+    return fig, grid, top
 
 
 def compare_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-1.0, 1.0),
@@ -44,10 +51,7 @@ def compare_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-
         raise ValueError("compare_figure needs at least one result")
     n = len(results)
     with sns.axes_style(style):
-        fig = plt.figure(figsize=(max(_PANEL_W * n + 1.0, 7.0), _PANEL_H * 2 + 0.6), layout="constrained")
-        grid = fig.add_gridspec(2, max(n, 2))
-        top = [fig.add_subplot(grid[0, i]) for i in range(n)]
-        _heatmap_row(fig, top, results, vmax, ylim)
+        fig, grid, _ = _figure_with_heatmap_row(results, max(n, 2), 7.0, vmax, ylim)
         half = max(n, 2) // 2
         cos_ax = fig.add_subplot(grid[1, :half])
         angle_ax = fig.add_subplot(grid[1, half:])
@@ -59,8 +63,6 @@ def compare_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-
         cos_ax.set(xlabel="layer fraction", ylabel="mean cosine similarity", title="condensation by depth")
         angle_ax.set(xlabel="layer fraction", ylabel="cone half-angle (deg, mean)", title="cone half-angle")
         cos_ax.legend(fontsize=7, frameon=False)
-        for ax in top:
-            ax.grid(False)
     return fig
 
 
@@ -72,12 +74,7 @@ def family_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-1
     results = order_by_size(results)
     n = len(results)
     with sns.axes_style(style):
-        fig = plt.figure(figsize=(max(_PANEL_W * n + 1.0, 6.0), _PANEL_H * 2 + 0.6), layout="constrained")
-        grid = fig.add_gridspec(2, max(n, 1))
-        top = [fig.add_subplot(grid[0, i]) for i in range(n)]
-        _heatmap_row(fig, top, results, vmax, ylim)
-        for ax in top:
-            ax.grid(False)
+        fig, grid, _ = _figure_with_heatmap_row(results, max(n, 1), 6.0, vmax, ylim)
         trend_ax = fig.add_subplot(grid[1, :])
         x = np.arange(n)
         for key, style, label in (("spearman", dict(marker="o", ms=8, ls="-"), "Spearman ρ"),
