@@ -89,7 +89,8 @@ class ProbeResult:
         if density.shape != (len(layers), len(HIST_EDGES) - 1) or "mean_cos" not in layers:
             raise CondenseError(f"run folder {str(folder)!r} is inconsistent (histograms do not match layers.csv)")
         if "massive_positions" in layers:
-            layers["massive_positions"] = layers["massive_positions"].fillna("").astype(str)
+            positions = layers["massive_positions"].astype(object)
+            layers["massive_positions"] = positions.where(positions.notna(), "").astype(str)
         trend = {k: (math.nan if v is None else v) for k, v in run.get("trend", {}).items()}
         return cls(layers, density, trend, run)
 
