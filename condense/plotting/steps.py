@@ -65,15 +65,16 @@ def steps_figure(runs: Sequence["FinetuneRun"], max_heatmaps: int = 6, vmax: flo
             row.suptitle(label, x=0.01, ha="left", fontsize=11, fontweight="bold")
         cos_ax, loss_ax = right.subplots(1, 2)
         for i, (run, label) in enumerate(zip(runs, labels)):
-            style = {"color": _RUN_COLOURS[i % len(_RUN_COLOURS)], "marker": "o", "ms": 4, "lw": 1.6,
-                     "label": label}
+            # Marker and dash differ per run too, so that curves lying on top of each other stay visible.
+            style = {"color": _RUN_COLOURS[i % len(_RUN_COLOURS)], "marker": "osD^v"[i % 5], "ms": 5, "lw": 1.6,
+                     "ls": ["-", "--", ":", "-."][i % 4], "mfc": "none" if i else None, "label": label}
             cos_ax.plot(run.probes["step"], run.probes["mean_cos_last_half"], **style)
             loss_ax.plot(run.probes["step"], run.probes["heldout_lm_loss"], **style)
         cos_ax.set(title="mean cosine, last half of layers", xlabel="step", ylabel="mean pairwise cosine")
         loss_ax.set(title="held-out LM loss", xlabel="step", ylabel="cross-entropy (nats / token)")
         for ax in (cos_ax, loss_ax):
             ax.grid(alpha=0.3)
-        cos_ax.legend(fontsize=8, loc="best")
+        right.legend(*cos_ax.get_legend_handles_labels(), loc="outside lower center", fontsize=9, frameon=False)
         right.suptitle("held-out probes", x=0.02, ha="left", fontsize=11, fontweight="bold")
     return fig
 

@@ -6,7 +6,7 @@ import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from condense.errors import CondenseError
@@ -35,10 +35,13 @@ def check_writable_target(out: Path) -> None:
 
 
 @contextlib.contextmanager
-def atomic_folder(out: Path) -> Iterator[Path]:
-    """Yield a temporary folder beside ``out``; on success it replaces ``out`` in one rename."""
+def atomic_folder(out: Path, check: Callable[[Path], None] = check_writable_target) -> Iterator[Path]:
+    """Yield a temporary folder beside ``out``; on success it replaces ``out`` in one rename.
+
+    ``check(out)`` runs first and raises CondenseError when ``out`` may not be replaced.
+    """
     out = Path(out)
-    check_writable_target(out)
+    check(out)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))

@@ -1,0 +1,122 @@
+"""Load a causal LM (with its LM head) for training, from the same sources the probe accepts.
+
+The probe's loader returns the base model; training needs ``AutoModelForCausalLM``. Source
+resolution, configs (shipped random-init configs included), tokenizers and devices are shared
+with :mod:`condense.probing.loading`. GGUF checkpoints are unpacked into plain float32 weights,
+so the model trains and ``save_pretrained`` works.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from condense.errors import CondenseError
+from condense.probing.loading import (
+    _ALIAS_HINT,
+    LoadedModel,
+    _first_line,
+    _load_config,
+    _load_tokenizer,
+    _resolve_source,
+    hub_reachable,
+)
+
+__all__ = ["CausalSource", "resolve_causal_source", "load_causal_lm", "probe_view"]
+
+
+@dataclass
+class CausalSource:
+    """A model resolved up to (not including) its weights: config and tokenizer are loaded.
+
+    ``kwargs`` are the ``from_pretrained`` arguments (``gguf_file``, ``trust_remote_code``).
+    """
+
+    name: str
+    source: str
+    gguf: str | None
+    hub_id: str | None
+    init: str
+    config: Any
+    config_note: str
+    tokenizer: Any
+    tokenizer_note: str
+    kwargs: dict[str, Any]
+
+
+def resolve_causal_source(name: str, init: str = "pretrained", trust_remote_code: bool = False) -> CausalSource:
+    """Resolve ``name`` (alias, folder, .gguf, shipped config or hub id) and load config and tokenizer.
+
+    Cheap (no weights), so callers can validate settings against the architecture first.
+    """
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+    source, gguf, hub_id = _resolve_source(name)
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if gguf:
+        kwargs["gguf_file"] = gguf
+    if not os.path.exists(source) and not hub_reachable():
+        kwargs["local_files_only"] = True  # fail in a second from the cache, not after a minute of retries
+    config, config_note = _load_config(name, source, kwargs, init)
+    if not hasattr(config, "num_hidden_layers") or getattr(config, "is_encoder_decoder", False):
+        raise CondenseError(f"{name!r} ({config.model_type}) is not a decoder-only causal LM; finetune needs one")
+    tokenizer, tokenizer_note = _load_tokenizer(source, kwargs, init)
+    return CausalSource(name, source, gguf, hub_id, init, config, config_note, tokenizer, tokenizer_note, kwargs)
+
+
+def load_causal_lm(src: CausalSource, device: torch.device, seed: int = 0) -> LoadedModel:
+    """The float32 ``AutoModelForCausalLM`` of ``src`` on ``device``, in training mode.
+
+    ``src.init == "random"`` builds the architecture with weights drawn after
+    ``torch.manual_seed(seed)``. ``info`` holds the facts a probe's run.json records.
+    """
+    from transformers import AutoModelForCausalLM, GgufConfig
+
+    try:
+        if src.init == "random":
+            torch.manual_seed(seed)
+            model = AutoModelForCausalLM.from_config(src.config, trust_remote_code=src.kwargs["trust_remote_code"])
+        else:
+            extra: dict[str, Any] = {}
+            if src.gguf:  # unpacked, not kept in GGUF blocks: packed weights neither train nor save
+                extra["quantization_config"] = GgufConfig(gguf_file=src.gguf, dequantize=True)
+            model = AutoModelForCausalLM.from_pretrained(
+                src.source, config=src.config, dtype=torch.float32, **src.kwargs, **extra
+            )
+    except (OSError, ValueError) as err:
+        raise CondenseError(
+            f"cannot load {src.name!r} as a causal LM ({_first_line(err)}){_ALIAS_HINT}"
+        ) from None
+    model = model.float().to(device)
+    model.train()
+    config = model.config
+    info = {
+        "model": src.name,
+        "resolved": src.source if not src.gguf else os.path.join(src.source, src.gguf),
+        "hub_id": src.hub_id,
+        "revision": None,
+        "init": src.init,
+        "init_seed": seed if src.init == "random" else None,
+        "config_source": src.config_note,
+        "tokenizer_source": src.tokenizer_note,
+        "architecture": (getattr(config, "architectures", None) or [type(model).__name__])[0],
+        "model_class": type(model).__name__,
+        "model_type": config.model_type,
+        "num_layers": int(config.num_hidden_layers),
+        "hidden_size": int(getattr(config, "hidden_size", None) or getattr(config, "n_embd")),
+        "parameters": int(sum(p.numel() for p in model.parameters())),
+        "dtype": "float32",
+        "device": str(device),
+    }
+    return LoadedModel(model, src.tokenizer, info)
+
+
+def probe_view(loaded: LoadedModel, step: int) -> LoadedModel:
+    """The base model (no LM head) of a training model, labelled for the probe's run.json."""
+    info = {**loaded.info, "model": f"{loaded.info['model']}@step{step}", "training_step": step}
+    return LoadedModel(loaded.model.base_model, loaded.tokenizer, info)
