@@ -121,7 +121,7 @@ def child(job: dict) -> dict:
     import torch
 
     from condense.probing.corpus import read_documents
-    from condense.probing.loading import load_model
+    from condense.models import load_model
     from condense.probing.probe import ProbeSettings, probe_loaded
 
     loaded = load_model(job["path"], dtype=job["dtype"], device=job["device"], init=job["init"])

@@ -49,7 +49,7 @@ def prepared_model(name: str, cache: Path) -> str:
         return str(folder)
     transformers.logging.set_verbosity_error()
     if name == TINY:
-        from condense.probing.loading import ALIASES, alias_location
+        from condense.models import ALIASES, alias_location
 
         found = alias_location(ALIASES["minilm-l6"])
         if found is None:
@@ -60,7 +60,7 @@ def prepared_model(name: str, cache: Path) -> str:
                                          n_head=4)
         model = transformers.GPT2Model(config)
     else:
-        from condense.probing.loading import load_model
+        from condense.models import load_model
 
         loaded = load_model(name, device="cpu")
         tokenizer = loaded.tokenizer

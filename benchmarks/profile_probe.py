@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from condense.probing.corpus import read_documents
-    from condense.probing.loading import load_model
+    from condense.models import load_model
     from condense.probing.probe import ProbeSettings, probe_loaded
 
     corpus = args.corpus or str(long_corpus(args.cache))

@@ -135,7 +135,7 @@ def test_planted_massive_activation_is_flagged(tiny_gpt2, docs_jsonl):
     # a huge bias on the position-3 embedding plants one massive token in every sequence's layer 0
     with torch.no_grad():
         model.wpe.weight[3] += 5000.0
-    from condense.probing.loading import LoadedModel
+    from condense.models import LoadedModel
     from condense.probing.probe import ProbeSettings, probe_loaded
 
     loaded = LoadedModel(model, transformers.AutoTokenizer.from_pretrained(tiny_gpt2),
@@ -146,7 +146,7 @@ def test_planted_massive_activation_is_flagged(tiny_gpt2, docs_jsonl):
 
 
 def test_nonfinite_hidden_state_is_reported_or_excluded(tiny_gpt2, docs_jsonl):
-    from condense.probing.loading import LoadedModel
+    from condense.models import LoadedModel
     from condense.probing.probe import ProbeSettings, probe_loaded
 
     model = transformers.AutoModel.from_pretrained(tiny_gpt2)
@@ -188,7 +188,7 @@ def test_save_load_round_trip(tiny_gpt2, docs_jsonl, tmp_path):
 
 
 def test_forward_stops_after_deepest_selected_layer(tiny_models, docs_jsonl):
-    from condense.probing.loading import LoadedModel
+    from condense.models import LoadedModel
     from condense.probing.probe import ProbeSettings, probe_loaded
 
     folder = tiny_models["llama"]

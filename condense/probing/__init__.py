@@ -1,1 +1,1 @@
-"""Loading models, reading corpora, selecting layers, and running the probe."""
+"""Reading corpora, selecting layers, reading hidden states, and running the probe."""

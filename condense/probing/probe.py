@@ -21,7 +21,7 @@ from condense.probing.batching import auto_batch_start, forward_batches
 from condense.probing.corpus import build_sequences, read_documents, token_hash
 from condense.probing.extract import HiddenStateReader
 from condense.probing.layers import resolve_layers
-from condense.probing.loading import LoadedModel, load_model
+from condense.models import LoadedModel, load_model
 from condense.results import ProbeResult, RESULT_FORMAT
 
 __all__ = ["ProbeSettings", "probe", "probe_loaded"]

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from condense.dispersion import DispersionLoss, attach_dispersion
 from condense.errors import CondenseError
 from condense.probing.corpus import TokenSequence
-from condense.probing.loading import LoadedModel, resolve_device
+from condense.models import LoadedModel, resolve_device
 from condense.probing.probe import ProbeSettings, probe_loaded
 from condense.results import ProbeResult
 from condense.training.data import CorpusSplit, block_batches, heldout_sequences, pack_blocks, split_corpus

@@ -2,7 +2,7 @@
 
 The probe's loader returns the base model; training needs ``AutoModelForCausalLM``. Source
 resolution, configs (shipped random-init configs included), tokenizers and devices are shared
-with :mod:`condense.probing.loading`. GGUF checkpoints are unpacked into plain float32 weights,
+with :mod:`condense.models`. GGUF checkpoints are unpacked into plain float32 weights,
 so the model trains and ``save_pretrained`` works.
 """
 
@@ -15,14 +15,14 @@ from typing import Any
 import torch
 
 from condense.errors import CondenseError
-from condense.probing.loading import (
-    _ALIAS_HINT,
+from condense.models import (
+    ALIAS_HINT,
     LoadedModel,
-    _first_line,
-    _load_config,
-    _load_tokenizer,
-    _resolve_source,
+    first_line,
     hub_reachable,
+    load_config,
+    load_tokenizer,
+    resolve_source,
 )
 
 __all__ = ["CausalSource", "resolve_causal_source", "load_causal_lm", "probe_view"]
@@ -56,16 +56,16 @@ def resolve_causal_source(name: str, init: str = "pretrained", trust_remote_code
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-    source, gguf, hub_id = _resolve_source(name)
+    source, gguf, hub_id = resolve_source(name)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if gguf:
         kwargs["gguf_file"] = gguf
     if not os.path.exists(source) and not hub_reachable():
         kwargs["local_files_only"] = True  # fail in a second from the cache, not after a minute of retries
-    config, config_note = _load_config(name, source, kwargs, init)
+    config, config_note = load_config(name, source, kwargs, init)
     if not hasattr(config, "num_hidden_layers") or getattr(config, "is_encoder_decoder", False):
         raise CondenseError(f"{name!r} ({config.model_type}) is not a decoder-only causal LM; finetune needs one")
-    tokenizer, tokenizer_note = _load_tokenizer(source, kwargs, init)
+    tokenizer, tokenizer_note = load_tokenizer(source, kwargs, init)
     return CausalSource(name, source, gguf, hub_id, init, config, config_note, tokenizer, tokenizer_note, kwargs)
 
 
@@ -90,7 +90,7 @@ def load_causal_lm(src: CausalSource, device: torch.device, seed: int = 0) -> Lo
             )
     except (OSError, ValueError) as err:
         raise CondenseError(
-            f"cannot load {src.name!r} as a causal LM ({_first_line(err)}){_ALIAS_HINT}"
+            f"cannot load {src.name!r} as a causal LM ({first_line(err)}){ALIAS_HINT}"
         ) from None
     model = model.float().to(device)
     model.train()

