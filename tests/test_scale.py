@@ -17,11 +17,11 @@ def oom_above_two(monkeypatch):
     real = HiddenStateReader.read
     attempts = []
 
-    def read(self, ids, attention, layers):
+    def read(self, ids, attention, layers, consume):
         attempts.append(ids.shape[0])
         if ids.shape[0] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(self, ids, attention, layers)
+        return real(self, ids, attention, layers, consume)
 
     monkeypatch.setattr(HiddenStateReader, "read", read)
     return attempts

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import functools
 import math
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from condense.metrics.geometry import MASSIVE_FACTOR, NORM_FLOOR, cone_log10_sphere_fraction
+from condense.metrics.spectrum import SPECTRAL_KEYS, gram_of_rows, spectrum_pool
 
 __all__ = [
     "HIST_BINS",
@@ -26,6 +28,8 @@ __all__ = [
     "PaperCosineAccumulator",
     "TokenGeometryAccumulator",
     "quantiles_from_counts",
+    "upper_pair_sums",
+    "PAIR_BLOCK",
 ]
 
 HIST_BINS = 128  # the paper's heatmap resolution on [-1, 1]
@@ -33,6 +37,7 @@ FINE_BINS = 128 * 32  # quantiles are read from these: error <= 2 / 4096 ~ 4.9e-
 ANGLE_BINS = 3600  # 0.05-degree bins on [0, 180] for half-angle quantiles
 QUANTILES = (0.05, 0.25, 0.50, 0.75, 0.95)
 PAPER_NORM_FLOOR = 1e-3
+PAIR_BLOCK = 64  # rows per strip of the pair products: ~(1 + 64/S)/2 of the S x S matrix is formed
 
 
 @dataclass
@@ -84,6 +89,8 @@ class PooledCosineAccumulator:
     ``update(unit, mask)``: unit [B, S, D] rows already scaled to unit norm and zeroed where
     ``mask`` [B, S] is False. Each unordered pair counts once, so the diagonal and padding never
     enter. Mean, std and the mean pair angle are exact; quantiles come from a 4096-bin histogram.
+    ``update`` is ``add(measure(unit, mask))``: ``measure`` returns one batch's sums without
+    touching the state, so a caller can drop a batch that failed half-way (out of memory).
     """
 
     def __init__(self) -> None:
@@ -93,26 +100,31 @@ class PooledCosineAccumulator:
         self.seq_counts: list[torch.Tensor] = []
 
     def update(self, unit: torch.Tensor, mask: torch.Tensor) -> None:
-        # No masks or triangles over the [B, S, S] Gram matrix: padded rows of ``unit`` are zero,
-        # so padding contributes known zeros and the diagonal known self-similarities, which are
-        # subtracted; every pair appears twice. That keeps this to five passes over S^2.
-        gram = torch.bmm(unit, unit.transpose(1, 2)).clamp_(-1.0, 1.0)
-        diag = gram.diagonal(dim1=1, dim2=2)[mask]
+        self.add(self.measure(unit, mask))
+
+    @staticmethod
+    def measure(unit: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One batch's pair sums: ``fine`` histogram, ``n``, ``total``, ``total_sq``, ``angle_sum``
+        (degrees) and per-sequence ``seq_sums``/``seq_counts`` (for the bootstrap)."""
         counts = mask.sum(dim=1).double()
-        n_pad = gram.numel() - (counts * counts).sum()
         pairs = counts * (counts - 1) / 2
-        hist = torch.histc(gram, FINE_BINS, -1.0, 1.0).double()
-        hist -= torch.histc(diag, FINE_BINS, -1.0, 1.0).double() + n_pad * _bin_of_zero(gram.device)
-        total_sq = torch.linalg.vector_norm(gram).double() ** 2 - diag.double().square().sum()
-        angles = torch.arccos(gram).sum(dtype=torch.float64) - n_pad * (math.pi / 2)
-        angles = angles - torch.arccos(diag).sum(dtype=torch.float64)
+        sums = upper_pair_sums(unit)
+        # padded (zeroed) rows give pairs of cosine exactly 0: out of the zero bin and the angle sum
+        width = unit.shape[1]
+        n_zero = unit.shape[0] * width * (width - 1) / 2 - pairs.sum()
+        fine = sums["fine"] - n_zero * _bin_of_zero(unit.device)
+        angle_sum = torch.rad2deg(sums["angle_sum"] - n_zero * (math.pi / 2))
         # per sequence, sum_{i<j} u_i.u_j = (|sum_i u_i|^2 - sum_i |u_i|^2) / 2, in float64
         resultant = unit.sum(dim=1).double().square().sum(dim=-1)
         seq_sums = (resultant - unit.square().sum(dim=(1, 2)).double()) / 2
-        _add(self.state, fine=hist / 2, n=pairs.sum(), total=seq_sums.sum(), total_sq=total_sq / 2,
-             angle_sum=torch.rad2deg(angles / 2))
-        self.seq_sums.append(seq_sums)
-        self.seq_counts.append(pairs)
+        return {"fine": fine, "n": pairs.sum(), "total": seq_sums.sum(), "total_sq": sums["total_sq"],
+                "angle_sum": angle_sum, "seq_sums": seq_sums, "seq_counts": pairs}
+
+    def add(self, batch: dict[str, torch.Tensor]) -> None:
+        """Fold a batch's sums from :meth:`measure` into the state."""
+        _add(self.state, **{k: v for k, v in batch.items() if k not in ("seq_sums", "seq_counts")})
+        self.seq_sums.append(batch["seq_sums"])
+        self.seq_counts.append(batch["seq_counts"])
 
     def finalize(self) -> LayerStats:
         st = {k: v.cpu().numpy() for k, v in self.state.items()}
@@ -124,12 +136,44 @@ class PooledCosineAccumulator:
         pair_counts = torch.cat(self.seq_counts).cpu().numpy() if self.seq_counts else np.zeros(0)
         return LayerStats(cols, density, sums, pair_counts)
 
+    def __getstate__(self) -> dict:
+        # one tensor per list in a checkpoint, not one per batch
+        return {**self.__dict__, "seq_sums": _joined(self.seq_sums), "seq_counts": _joined(self.seq_counts)}
 
-def _add(state: dict[str, torch.Tensor], **values: torch.Tensor) -> None:
-    """Accumulate tensors into ``state`` on their own device (a resumed state may sit on the CPU)."""
-    for key, value in values.items():
-        old = state.get(key)
-        state[key] = value if old is None else old.to(value.device) + value
+
+def upper_pair_sums(unit: torch.Tensor, block: int = PAIR_BLOCK) -> dict[str, torch.Tensor]:
+    """Sums over the strict upper triangle (i < j) of each ``unit @ unit^T`` [B, S, S], clipped to [-1, 1].
+
+    unit: [B, S, D]. Returns float64 ``fine`` ([FINE_BINS] histogram on [-1, 1]), ``total_sq``
+    (sum of c_ij^2) and ``angle_sum`` (sum of arccos c_ij, radians). Computed in row strips
+    ``[lo, lo + block) x [lo, S)`` whose diagonal block's lower triangle and diagonal are set to 0
+    and then taken out of the sums again, so about half of the S x S products are formed.
+    """
+    b, s, _ = unit.shape
+    columns = unit.transpose(1, 2)
+    fine = torch.zeros(FINE_BINS, dtype=torch.float64, device=unit.device)
+    total_sq = torch.zeros((), dtype=torch.float64, device=unit.device)
+    angle_sum = torch.zeros((), dtype=torch.float64, device=unit.device)
+    n_blanked = 0
+    for lo in range(0, s, block):
+        hi = min(lo + block, s)
+        strip = torch.bmm(unit[:, lo:hi], columns[:, :, lo:]).clamp_(-1.0, 1.0)
+        strip[:, :, : hi - lo].masked_fill_(_lower_with_diagonal(hi - lo, unit.device), 0.0)
+        n_blanked += b * (hi - lo) * (hi - lo + 1) // 2
+        fine += torch.histc(strip, FINE_BINS, -1.0, 1.0).double()
+        total_sq += torch.linalg.vector_norm(strip).double() ** 2
+        angle_sum += torch.arccos(strip).sum().double()
+    return {"fine": fine - n_blanked * _bin_of_zero(unit.device), "total_sq": total_sq,
+            "angle_sum": angle_sum - n_blanked * (math.pi / 2)}
+
+
+@functools.lru_cache(maxsize=16)
+def _lower_with_diagonal(size: int, device: torch.device) -> torch.Tensor:
+    return torch.ones(size, size, dtype=torch.bool, device=device).tril()
+
+
+def _joined(parts: list[torch.Tensor]) -> list[torch.Tensor]:
+    return [torch.cat([p.cpu() for p in parts])] if len(parts) > 1 else list(parts)
 
 
 class PaperCosineAccumulator:
@@ -149,6 +193,10 @@ class PaperCosineAccumulator:
         self.count: torch.Tensor | None = None
 
     def update(self, hidden: torch.Tensor, mask: torch.Tensor) -> None:
+        self.add(self.measure(hidden, mask))
+
+    def measure(self, hidden: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One batch's [S, S] float64 sums of cosines and of pair counts (the state is untouched)."""
         s = self.seq_len
         hidden, mask = hidden[:, :s], mask[:, :s]
         if hidden.shape[1] < s:
@@ -160,7 +208,11 @@ class PaperCosineAccumulator:
         unit = hidden / hidden.norm(dim=-1, keepdim=True).clamp_min(PAPER_NORM_FLOOR)
         unit = unit * mask.unsqueeze(-1)
         gram = torch.bmm(unit, unit.transpose(1, 2)).clamp(-1.0, 1.0).double().sum(dim=0)
-        pairs = (mask.unsqueeze(2) & mask.unsqueeze(1)).double().sum(dim=0)
+        return {"sum": gram, "count": (mask.unsqueeze(2) & mask.unsqueeze(1)).double().sum(dim=0)}
+
+    def add(self, batch: dict[str, torch.Tensor]) -> None:
+        """Fold a batch's sums from :meth:`measure` into the state."""
+        gram, pairs = batch["sum"], batch["count"]
         # .to(): a resumed checkpoint holds its sums on the CPU
         self.sum = gram if self.sum is None else self.sum.to(gram.device) + gram
         self.count = pairs if self.count is None else self.count.to(pairs.device) + pairs
@@ -190,19 +242,21 @@ class TokenGeometryAccumulator:
     asked), mask [B, S] of tokens that count, positions [B, S] of their indices in the sequence.
     Half-angles are pooled over tokens (exact mean and max, p95 from 0.05-degree bins);
     per-sequence quantities (norm max/median, MEV, entropy, effective rank, HF/LF ratio, RMS-scaled
-    mean cosine) are averaged over sequences. The spectrum costs two eigendecompositions per
-    sequence (in the hidden states' dtype) and is computed for the first ``spectrum_seqs`` only.
+    mean cosine) are averaged over sequences. The spectrum (one eigendecomposition and a short
+    Lanczos iteration per sequence, in the hidden states' dtype, see :mod:`condense.metrics.spectrum`)
+    is computed for the first ``spectrum_seqs`` only. ``update`` is ``add(measure(...))``.
     """
+
+    PER_SEQUENCE = ("norm_max_over_median", "mean_cos_dim_scaled")
 
     def __init__(self, dim: int, spectrum_seqs: int = 8) -> None:
         self.dim = dim
         self.spectrum_seqs = spectrum_seqs
         self.n_seqs = 0
         self.state: dict[str, torch.Tensor] = {}  # device-side sums and maxima
-        self.per_seq: dict[str, list[torch.Tensor]] = {
-            k: [] for k in ("norm_max_over_median", "mean_cos_dim_scaled", "mev", "sv_entropy",
-                            "effective_rank", "hf_lf_ratio")
-        }
+        self.per_seq: dict[str, list[torch.Tensor]] = {k: [] for k in self.PER_SEQUENCE}
+        # spectra of the first sequences: dicts of [b] tensors, or Futures of them while workers compute
+        self.spectra: list[dict[str, torch.Tensor] | Future] = []
 
     @property
     def n_tokens(self) -> int:
@@ -211,48 +265,68 @@ class TokenGeometryAccumulator:
     def update(self, hidden: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
                unit: torch.Tensor | None = None) -> None:
         """``unit``: the caller's already-normalised, masked rows of ``hidden`` (saves a pass)."""
+        self.add(self.measure(hidden, mask, positions, unit))
+
+    def measure(self, hidden: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
+                unit: torch.Tensor | None = None, wait: bool = True) -> dict:
+        """One batch's contribution, without touching the state (see :meth:`add`).
+
+        With ``wait=False`` the spectra are left to the worker threads as Futures (resolved by
+        :meth:`finalize` or when pickled), so an accelerator's forward pass goes on meanwhile.
+        """
         keep = mask.sum(dim=1) >= 2
         if not bool(keep.all()):
             hidden, mask, positions = hidden[keep], mask[keep], positions[keep]
             unit = None if unit is None else unit[keep]
         if hidden.shape[0] == 0:
-            return
+            return {"n_seqs": 0}
         norms = torch.linalg.vector_norm(hidden, dim=-1)
         if unit is None:
             unit = hidden / norms.clamp_min(NORM_FLOOR).unsqueeze(-1) * mask.unsqueeze(-1)
-        self._cone(unit, mask)
-        self._norms(norms, mask, positions)
-        self._dim_scaled_cosine(hidden, mask)
+        batch = {"n_seqs": hidden.shape[0], **self._cone(unit, mask), **self._norms(norms, mask, positions),
+                 "mean_cos_dim_scaled": self._dim_scaled_cosine(hidden, mask)}
         take = max(0, self.spectrum_seqs - self.n_seqs)
-        if take:
-            self._spectrum(hidden[:take], mask[:take])
-        self.n_seqs += hidden.shape[0]
+        batch["spectra"] = self._spectrum(hidden[:take], mask[:take], norms[:take], wait) if take else []
+        return batch
 
-    def _cone(self, unit: torch.Tensor, mask: torch.Tensor) -> None:
+    def add(self, batch: dict) -> None:
+        """Fold a batch from :meth:`measure` into the state."""
+        if not batch["n_seqs"]:
+            return
+        old = self.state.get("massive_at")
+        counts = batch["massive_at"]
+        if old is not None and len(old) != len(counts):  # batches of other widths: align on the longer
+            size = max(len(old), len(counts))
+            counts = torch.nn.functional.pad(counts, (0, size - len(counts)))
+            self.state["massive_at"] = torch.nn.functional.pad(old, (0, size - len(old)))
+        _add(self.state, angle_hist=batch["angle_hist"], angle_sum=batch["angle_sum"], n_tokens=batch["n_tokens"],
+             norm_sum=batch["norm_sum"], massive_at=counts)
+        _max(self.state, angle_max=batch["angle_max"], norm_max=batch["norm_max"])
+        for key in self.PER_SEQUENCE:
+            self.per_seq[key].append(batch[key])
+        self.spectra.extend(batch["spectra"])
+        self.n_seqs += batch["n_seqs"]
+
+    @staticmethod
+    def _cone(unit: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
         axis = unit.sum(dim=1)
         axis = axis / torch.linalg.vector_norm(axis, dim=-1, keepdim=True).clamp_min(NORM_FLOOR)
         cos = torch.bmm(unit, axis.unsqueeze(-1)).squeeze(-1)[mask].clamp(-1.0, 1.0)
         deg = torch.rad2deg(torch.arccos(cos.double()))
-        _add(self.state, angle_hist=torch.histc(deg.float(), ANGLE_BINS, 0.0, 180.0).double(),
-             angle_sum=deg.sum(), n_tokens=mask.sum())
-        _max(self.state, angle_max=deg.max())
+        return {"angle_hist": torch.histc(deg.float(), ANGLE_BINS, 0.0, 180.0).double(), "angle_sum": deg.sum(),
+                "n_tokens": mask.sum(), "angle_max": deg.max()}
 
-    def _norms(self, norms: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> None:
+    @staticmethod
+    def _norms(norms: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor) -> dict[str, torch.Tensor]:
         median = norms.masked_fill(~mask, math.nan).nanmedian(dim=1).values
         largest = norms.masked_fill(~mask, -math.inf).max(dim=1).values
-        self.per_seq["norm_max_over_median"].append((largest / median).double())
         massive = mask & (norms > MASSIVE_FACTOR * median.unsqueeze(1))
-        width = positions.shape[1]
-        counts = torch.bincount(positions[massive], minlength=width).double()
-        old = self.state.get("massive_at")
-        if old is not None and len(old) != width:  # batches of other widths: align on the longer
-            size = max(len(old), width)
-            counts = torch.nn.functional.pad(counts, (0, size - width))
-            self.state["massive_at"] = torch.nn.functional.pad(old, (0, size - len(old)))
-        _add(self.state, norm_sum=norms.double()[mask].sum(), massive_at=counts)
-        _max(self.state, norm_max=largest.max())
+        return {"norm_max_over_median": (largest / median).double(),
+                "massive_at": torch.bincount(positions[massive], minlength=positions.shape[1]).double(),
+                "norm_sum": norms.double()[mask].sum(), "norm_max": largest.max()}
 
-    def _dim_scaled_cosine(self, hidden: torch.Tensor, mask: torch.Tensor) -> None:
+    @staticmethod
+    def _dim_scaled_cosine(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         m = mask.unsqueeze(-1).to(hidden.dtype)
         counts = mask.sum(dim=1, keepdim=True).to(hidden.dtype)
         rms = (torch.linalg.vector_norm(hidden * m, dim=1) / counts.sqrt()).clamp_min(NORM_FLOOR)
@@ -261,41 +335,40 @@ class TokenGeometryAccumulator:
         # sum_{i != j} u_i.u_j = |sum_i u_i|^2 - sum_i |u_i|^2 (= n for unit rows): no S x S matrix
         resultant = torch.bmm(weights.unsqueeze(1), scaled).squeeze(1).double().square().sum(dim=-1)
         n = counts.squeeze(-1).double()
-        self.per_seq["mean_cos_dim_scaled"].append((resultant - n) / (n * (n - 1)))
+        return (resultant - n) / (n * (n - 1))
 
-    def _spectrum(self, hidden: torch.Tensor, mask: torch.Tensor) -> None:
+    @staticmethod
+    def _spectrum(hidden: torch.Tensor, mask: torch.Tensor, norms: torch.Tensor, wait: bool) -> list:
         # On each sequence's own rows only: padding rows would add spurious near-zero eigenvalues
-        # whose float32 noise shifts the entropy. Sequences sharing one mask go in one batched call.
+        # whose float32 noise shifts the entropy. Sequences sharing one mask share one product;
+        # the eigen-solvers run in worker threads, one task per worker.
+        traces = norms.double().square().masked_fill(~mask, 0.0).sum(dim=1)
         if bool((mask == mask[0]).all()):
-            self._spectrum_batch(hidden[:, mask[0]])
+            groups = [(hidden[:, mask[0]], traces)]
         else:
-            for x, m in zip(hidden, mask):
-                self._spectrum_batch(x[m].unsqueeze(0))
+            groups = [(x[m].unsqueeze(0), t.unsqueeze(0)) for x, m, t in zip(hidden, mask, traces)]
+        pool = spectrum_pool()
+        parts = []
+        for x, trace in groups:
+            gram, mean = gram_of_rows(x)
+            step = -(-x.shape[0] // pool.workers)
+            parts += [pool.submit(gram[lo: lo + step], mean[lo: lo + step], x.shape[1], trace[lo: lo + step])
+                      for lo in range(0, x.shape[0], step)]
+        return [p.result() for p in parts] if wait else parts
 
-    def _spectrum_batch(self, x: torch.Tensor) -> None:
-        """x: [b, n, D] token rows of b sequences of n tokens. Gram matrices of the smaller side;
-        the centred one derived from the uncentred (no second product)."""
-        n = x.shape[1]
-        mean = x.mean(dim=1)
-        if n <= x.shape[2]:
-            gram = x @ x.transpose(1, 2)
-            r = gram.mean(dim=2, keepdim=True)
-            centred = gram - r - r.transpose(1, 2) + gram.mean(dim=(1, 2), keepdim=True)
-        else:
-            gram = x.transpose(1, 2) @ x
-            centred = gram - n * mean.unsqueeze(2) * mean.unsqueeze(1)
-        eig = torch.linalg.eigvalsh(gram).clamp_min(0.0).double()
-        top_centred = torch.linalg.eigvalsh(centred)[:, -1].clamp_min(0.0).double()
-        sv = eig.sqrt()
-        p = sv / sv.sum(dim=1, keepdim=True)
-        entropy = -(p * torch.log(p.where(p > 0, torch.ones_like(p)))).sum(dim=1)
-        low = torch.linalg.vector_norm(mean, dim=-1).double() * math.sqrt(n)
-        self.per_seq["mev"].append(eig[:, -1] / eig.sum(dim=1))
-        self.per_seq["sv_entropy"].append(entropy)
-        self.per_seq["effective_rank"].append(entropy.exp())
-        self.per_seq["hf_lf_ratio"].append(top_centred.sqrt() / low)
+    def resolve(self) -> None:
+        """Wait for the spectra still being computed by worker threads."""
+        self.spectra = [s.result() if isinstance(s, Future) else s for s in self.spectra]
+
+    def __getstate__(self) -> dict:
+        self.resolve()
+        spectra = ([{k: torch.cat([s[k].cpu() for s in self.spectra]) for k in SPECTRAL_KEYS}]
+                   if len(self.spectra) > 1 else self.spectra)
+        per_seq = {k: [torch.cat([p.cpu() for p in v])] if len(v) > 1 else v for k, v in self.per_seq.items()}
+        return {**self.__dict__, "per_seq": per_seq, "spectra": spectra}
 
     def finalize(self) -> dict[str, float]:
+        self.resolve()
         st = {k: v.cpu().numpy() for k, v in self.state.items()}
         n_tokens = float(st.get("n_tokens", 0))
         p95 = quantiles_from_counts(st.get("angle_hist", np.zeros(ANGLE_BINS)), 0.0, 180.0, (0.95,))[0]
@@ -315,7 +388,16 @@ class TokenGeometryAccumulator:
         }
         for key, values in self.per_seq.items():
             cols[key] = float(torch.cat(values).mean()) if values else math.nan
+        for key in SPECTRAL_KEYS:
+            cols[key] = float(torch.cat([s[key].cpu() for s in self.spectra]).mean()) if self.spectra else math.nan
         return cols
+
+
+def _add(state: dict[str, torch.Tensor], **values: torch.Tensor) -> None:
+    """Accumulate tensors into ``state`` on their own device (a resumed state may sit on the CPU)."""
+    for key, value in values.items():
+        old = state.get(key)
+        state[key] = value if old is None else old.to(value.device) + value
 
 
 def _max(state: dict[str, torch.Tensor], **values: torch.Tensor) -> None:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -77,11 +78,15 @@ def auto_batch_start(num_seqs: int, max_length: int, hidden_size: int, n_layers:
 
 def forward_batches(reader, sequences: list[TokenSequence], batch_size: int, auto: bool, pad_id: int,
                     layers: list[int], drop_special: bool, drop_first: bool, quiet: bool, label: str,
-                    used: dict, start: int = 0) -> Iterator[tuple[Batch, dict[int, torch.Tensor]]]:
-    """Yield (batch, {entry: hidden states}) over all sequences.
+                    used: dict, measure: Callable[[Batch, int, torch.Tensor], Any],
+                    start: int = 0) -> Iterator[tuple[Batch, dict[int, Any]]]:
+    """Yield (batch, {entry: measure(batch, entry, hidden states)}) over all sequences.
 
-    With ``auto``, an out-of-memory error halves the batch size and retries the same batch;
-    ``used["batch_size"]`` ends as the size that fitted. ``start`` skips sequences already done.
+    ``measure`` runs inside the forward pass as each selected entry is computed, so only one
+    layer's hidden states are alive at a time; what it returns (small sums) is collected per batch.
+    With ``auto``, an out-of-memory error (in the forward or in ``measure``) drops the batch's
+    partial results, halves the batch size and retries the same batch; ``used["batch_size"]``
+    ends as the size that fitted. ``start`` skips sequences already done.
     """
     total = sum(len(s.input_ids) for s in sequences)
     lo = start
@@ -90,8 +95,10 @@ def forward_batches(reader, sequences: list[TokenSequence], batch_size: int, aut
         while lo < len(sequences):
             chunk = sequences[lo: lo + batch_size]
             batch = make_batch(chunk, lo, pad_id, reader.input_device, drop_special, drop_first)
+            measured: dict[int, Any] = {}
             try:
-                hidden = reader.read(batch.ids, batch.attention, layers)
+                reader.read(batch.ids, batch.attention, layers,
+                            lambda i, hidden: measured.__setitem__(i, measure(batch, i, hidden)))
             except Exception as err:
                 if not is_out_of_memory(err):
                     raise
@@ -100,12 +107,12 @@ def forward_batches(reader, sequences: list[TokenSequence], batch_size: int, aut
                         f"out of memory at batch size {batch_size}; try --batch-size auto or smaller, "
                         "--max-length lower, --dtype bfloat16, or --device-map auto"
                     ) from None
-                del batch
+                del batch, measured
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
                 batch_size = (batch_size + 1) // 2
                 continue
             used["batch_size"] = batch_size
-            yield batch, hidden
+            yield batch, measured
             bar.update(int(batch.attention.sum()))
             lo += len(chunk)

@@ -1,5 +1,7 @@
 """Interruption and resume: SIGINT/SIGTERM stop a probe at the next batch boundary and leave the
-accumulators in a checkpoint file; ``--resume`` continues from it to the same numbers."""
+accumulators in a checkpoint file, which is also rewritten every few minutes (so a SIGKILL, an
+out-of-memory kill or a pre-emption loses at most that interval); ``--resume`` continues from it
+to the same numbers."""
 
 from __future__ import annotations
 
@@ -8,7 +10,9 @@ import os
 import signal
 import tempfile
 import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +21,42 @@ import torch
 from condense.errors import CondenseError
 
 __all__ = ["ProbeInterrupted", "StopRequest", "stop_requests", "save_checkpoint", "load_checkpoint",
-           "checkpoint_path_for"]
+           "checkpoint_path_for", "CheckpointPlan", "DEFAULT_CHECKPOINT_EVERY"]
 
 CHECKPOINT_FORMAT = 1
+DEFAULT_CHECKPOINT_EVERY = 300.0  # seconds between periodic checkpoints
+
+
+@dataclass
+class CheckpointPlan:
+    """Where a probe's checkpoint goes and how often it is rewritten while the probe runs.
+
+    ``every``: seconds between periodic saves at batch boundaries (default 300); None or 0 saves
+    only when SIGINT/SIGTERM stops the run. ``due()`` says whether the interval has passed since
+    the plan was made or last ``saved()``.
+    """
+
+    path: Path
+    every: float | None = DEFAULT_CHECKPOINT_EVERY
+    last: float = field(default_factory=time.monotonic)
+
+    def __post_init__(self) -> None:
+        self.path = Path(self.path)
+        if self.every is not None and not (isinstance(self.every, (int, float)) and self.every >= 0):
+            raise CondenseError(f"bad --checkpoint-every {self.every!r}: give seconds >= 0 (0 turns periodic checkpoints off)")
+
+    @classmethod
+    def of(cls, checkpoint: str | Path | CheckpointPlan | None) -> CheckpointPlan | None:
+        """A plan from a path (default interval), a plan (returned as is), or None."""
+        if checkpoint is None or isinstance(checkpoint, CheckpointPlan):
+            return checkpoint
+        return cls(Path(checkpoint))
+
+    def due(self) -> bool:
+        return bool(self.every) and time.monotonic() - self.last >= self.every
+
+    def saved(self) -> None:
+        self.last = time.monotonic()
 
 
 class ProbeInterrupted(CondenseError):

@@ -16,8 +16,9 @@ import torch
 from condense.errors import CondenseError
 from condense.metrics.streaming import PaperCosineAccumulator, PooledCosineAccumulator, TokenGeometryAccumulator
 from condense.metrics.trend import bootstrap_mean_cos, depth_trend, gaussian_baseline, last_layers_means
-from condense.probing.checkpoint import ProbeInterrupted, load_checkpoint, save_checkpoint, stop_requests
-from condense.probing.batching import auto_batch_start, forward_batches
+from condense.probing.batching import Batch, auto_batch_start, forward_batches
+from condense.probing.checkpoint import (CheckpointPlan, ProbeInterrupted, load_checkpoint, save_checkpoint,
+                                        stop_requests)
 from condense.probing.corpus import build_sequences, read_documents, token_hash
 from condense.probing.extract import HiddenStateReader
 from condense.probing.layers import resolve_layers
@@ -100,14 +101,17 @@ def probe(model: str, *, revision: str | None = None, dtype: str = "auto", devic
 
 
 def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet: bool = True,
-                 checkpoint: str | Path | None = None, resume: bool = False) -> ProbeResult:
+                 checkpoint: str | Path | CheckpointPlan | None = None, resume: bool = False) -> ProbeResult:
     """Probe an already-loaded model (reuse one model for several corpora or settings).
 
-    With ``checkpoint``, SIGINT/SIGTERM stop the run after the current batch, save the
-    accumulators there and raise ProbeInterrupted; ``resume=True`` continues from that file.
+    With ``checkpoint`` (a path, or a :class:`CheckpointPlan` with the interval), the accumulators
+    are saved there every 5 minutes of probing (at a batch boundary, atomically), and SIGINT/SIGTERM
+    stop the run after the current batch, save them and raise ProbeInterrupted; ``resume=True``
+    continues from that file to the numbers of an uninterrupted run.
     """
     start = time.perf_counter()
     cfg.validate()
+    plan = CheckpointPlan.of(checkpoint)
     if documents is None:
         documents = read_documents(cfg.corpus, cfg.text_field, cfg.shuffle, cfg.seed)
     sequences = build_sequences(documents, loaded.tokenizer, cfg.max_length, cfg.num_seqs)
@@ -126,9 +130,8 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
     dim = loaded.info["hidden_size"]
     geometry_dtype = torch.float64 if cfg.precision == "float64" else torch.float32
     key = {"model": loaded.info.get("model"), "settings": asdict(cfg), "token_hash": token_hash(sequences)}
-    checkpoint = Path(checkpoint) if checkpoint else None
-    if resume and checkpoint and checkpoint.exists():
-        state = load_checkpoint(checkpoint, key)
+    if resume and plan and plan.path.exists():
+        state = load_checkpoint(plan.path, key)
         center = {i: c.to(reader.input_device) for i, c in state["center"].items()} if state["center"] else None
     else:
         center = _corpus_means(reader, loaded, sequences, cfg, layers, geometry_dtype) if cfg.center == "corpus" else None
@@ -138,38 +141,52 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
                  "geometry": {i: TokenGeometryAccumulator(dim, cfg.spectrum_seqs) for i in layers}}
     cosine, geometry = state["cosine"], state["geometry"]
     resumed_from = state["done"] or None
+    earlier_seconds = state["elapsed"]  # probing time of the sessions before a resume
     used: dict = {"batch_size": state["batch_size"]} if state["batch_size"] else {}
+
+    def measure(batch: Batch, i: int, hidden: torch.Tensor) -> tuple[dict, dict]:
+        h, mask, attention = _prepare(hidden, batch, cfg, i, geometry_dtype, center)
+        unit = h / torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp_min(1e-8) * mask.unsqueeze(-1)
+        if cfg.aggregate == "paper":
+            start_at = int(cfg.exclude_first_token)
+            pairs = cosine[i].measure(h[:, start_at:], attention[:, start_at:])
+        else:
+            pairs = cosine[i].measure(unit, mask)
+        # on an accelerator the spectra are left to CPU worker threads while the forward goes on
+        return pairs, geometry[i].measure(h, mask, batch.positions, unit, wait=h.device.type == "cpu")
+
+    def save() -> None:
+        state.update(batch_size=used.get("batch_size"), elapsed=earlier_seconds + time.perf_counter() - start)
+        save_checkpoint(plan.path, key, state)
+        plan.saved()
+
     with stop_requests() as stop:
-        for batch, hidden in _forward_batches(reader, loaded, sequences, cfg, layers, quiet, "probing", used,
-                                              start=state["done"]):
-            for i in layers:
-                h, mask, attention = _prepare(hidden[i], batch, cfg, i, geometry_dtype, center)
-                unit = h / torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp_min(1e-8) * mask.unsqueeze(-1)
-                if cfg.aggregate == "paper":
-                    start_at = int(cfg.exclude_first_token)
-                    cosine[i].update(h[:, start_at:], attention[:, start_at:])
-                else:
-                    cosine[i].update(unit, mask)
-                geometry[i].update(h, mask, batch.positions, unit)
-            del hidden
+        for batch, measured in _forward_batches(reader, loaded, sequences, cfg, layers, quiet, "probing", used,
+                                                measure, start=state["done"]):
+            for i in layers:  # a batch counts only once every selected layer of it was measured
+                cosine[i].add(measured[i][0])
+                geometry[i].add(measured[i][1])
+            del measured
             state["done"] = batch.offset + batch.ids.shape[0]
-            if stop.signal_name and checkpoint and state["done"] < len(sequences):
-                state.update(batch_size=used.get("batch_size"), elapsed=state["elapsed"] + time.perf_counter() - start)
-                save_checkpoint(checkpoint, key, state)
+            unfinished = state["done"] < len(sequences)
+            if stop.signal_name and plan and unfinished:
+                save()
                 raise ProbeInterrupted(
                     f"{stop.signal_name}: stopped after {state['done']} of {len(sequences)} sequences; "
                     "repeat the same command with --resume to continue"
                 )
             if stop.signal_name:
                 raise KeyboardInterrupt
+            if plan and unfinished and plan.due():
+                save()
     if not any(g.n_tokens for g in geometry.values()):
         raise CondenseError("no token survived the masks (every sequence has < 2 counted tokens); try --keep-special-tokens")
-    facts = {"batch_size_used": used.get("batch_size"), "seconds": state["elapsed"] + time.perf_counter() - start,
+    facts = {"batch_size_used": used.get("batch_size"), "seconds": earlier_seconds + time.perf_counter() - start,
              "resumed_from": resumed_from}
     return _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, facts)
 
 
-def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label, used, start: int = 0):
+def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label, used, measure, start: int = 0):
     tok = loaded.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     auto = cfg.batch_size == "auto"
@@ -177,7 +194,7 @@ def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label, used,
                             reader.input_device) if auto else cfg.batch_size
     yield from forward_batches(reader, sequences, used.get("batch_size", size), auto, pad_id, layers,
                                cfg.aggregate == "pooled" and not cfg.keep_special_tokens,
-                               cfg.exclude_first_token, quiet, label, used, start)
+                               cfg.exclude_first_token, quiet, label, used, measure, start)
 
 
 def _prepare(h, batch, cfg, layer, dtype, center):
@@ -207,10 +224,12 @@ def _corpus_means(reader, loaded, sequences, cfg, layers, dtype) -> dict[int, to
     """Per-layer mean of the counted tokens over the whole corpus (one extra forward pass)."""
     sums: dict[int, torch.Tensor] = {}
     count = 0
-    for batch, hidden in _forward_batches(reader, loaded, sequences, cfg, layers, True, "centring", {}):
-        m = batch.mask.unsqueeze(-1)
-        for i in layers:
-            s = (hidden[i].to(dtype) * m).sum(dim=(0, 1))
+
+    def token_sum(batch: Batch, _i: int, hidden: torch.Tensor) -> torch.Tensor:
+        return (hidden.to(dtype) * batch.mask.unsqueeze(-1)).sum(dim=(0, 1))
+
+    for batch, measured in _forward_batches(reader, loaded, sequences, cfg, layers, True, "centring", {}, token_sum):
+        for i, s in measured.items():
             sums[i] = s if i not in sums else sums[i] + s
         count += int(batch.mask.sum())
     return {i: s / max(count, 1) for i, s in sums.items()}

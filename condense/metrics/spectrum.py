@@ -1,0 +1,152 @@
+"""The spectrum of a sequence's token matrix, at the cost of one eigendecomposition.
+
+For the n token rows of one sequence, X [n, D] with mean token mu, let G be the Gram matrix of
+the smaller side (``X X^T`` [n, n] if n <= D, else ``X^T X`` [D, D]); both share the non-zero
+eigenvalues lambda_i = sigma_i^2 of X. Then
+
+- MEV = lambda_max / tr G, with tr G = sum_i |x_i|^2;
+- singular-value entropy H = -sum_i p_i log p_i, p_i = sigma_i / sum_j sigma_j, and the effective
+  rank exp(H): these need every eigenvalue (one ``eigvalsh`` of G);
+- HF/LF = sigma_max(X - 1 mu^T) / (sqrt(n) |mu|): only the top eigenvalue of the centred Gram
+  matrix, found by a Lanczos iteration that stops on a residual bound (a handful of matrix-vector
+  products instead of a second eigendecomposition).
+
+The eigen-solvers run on the CPU in worker threads limited to one torch thread each: a
+multi-threaded ``eigvalsh`` of small matrices synchronises its threads hundreds of times per call and
+slows down a hundredfold when another process competes for the cores, whereas independent
+matrices in parallel threads only share the cores. On an accelerator the workers overlap the next
+layers' forward pass. Nothing here imports transformers.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import torch
+
+__all__ = ["SPECTRAL_KEYS", "TOP_EIGEN_RTOL", "gram_of_rows", "centred_gram", "top_eigenvalue",
+           "spectrum_from_gram", "spectrum_pool"]
+
+SPECTRAL_KEYS = ("mev", "sv_entropy", "effective_rank", "hf_lf_ratio")
+TOP_EIGEN_RTOL = 1e-9  # residual bound of the top Ritz value, relative: |lambda_max - theta| <= rtol * theta
+_LANCZOS_CHECK = 4  # steps between convergence checks (each check is a small batched eigh)
+_LANCZOS_MAX_STEPS = 96  # then fall back to eigvalsh (a matrix with no spectral gap at the top)
+
+
+def gram_of_rows(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gram matrix of the smaller side of each token matrix, and the mean tokens.
+
+    x: [b, n, D] (b sequences of n counted tokens, in their own dtype and device). Returns
+    ``(G, mu)``: G = x x^T [b, n, n] when n <= D, else x^T x [b, D, D]; mu [b, D].
+    """
+    if x.shape[1] <= x.shape[2]:
+        gram = x @ x.transpose(1, 2)
+    else:
+        gram = x.transpose(1, 2) @ x
+    return gram, x.mean(dim=1)
+
+
+def centred_gram(gram: torch.Tensor, mean: torch.Tensor, n: int) -> torch.Tensor:
+    """The Gram matrix of ``X - 1 mu^T`` from that of X (no second product).
+
+    n <= D ([b, n, n]): ``P G P`` with P = I - 11^T/n, i.e. G_ij - r_i - r_j + mean(G), r the row
+    means; n > D ([b, D, D]): ``G - n mu mu^T``. gram [b, m, m], mean [b, D], returns [b, m, m].
+    """
+    if gram.shape[1] == n and n <= mean.shape[1]:
+        r = gram.mean(dim=2, keepdim=True)
+        return gram - r - r.transpose(1, 2) + gram.mean(dim=(1, 2), keepdim=True)
+    return gram - n * mean.unsqueeze(2) * mean.unsqueeze(1)
+
+
+def top_eigenvalue(a: torch.Tensor, rtol: float = TOP_EIGEN_RTOL) -> torch.Tensor:
+    """Largest eigenvalue of each symmetric matrix of ``a`` [b, m, m]; returns [b] float64.
+
+    Lanczos in float64 with full reorthogonalisation, from a fixed pseudo-random start vector
+    (deterministic). It stops when every matrix's top Ritz value theta has residual
+    ``|beta_k s_k| <= rtol * theta`` (then |lambda_max - theta| <= rtol * theta), or when the Krylov
+    space is exhausted; a matrix not converged after 96 steps is handed to ``eigvalsh``.
+    """
+    a = a.to(torch.float64)
+    b, m, _ = a.shape
+    steps = min(m, _LANCZOS_MAX_STEPS)
+    scale = torch.linalg.matrix_norm(a).clamp_min(torch.finfo(torch.float64).tiny)  # >= |lambda| for all
+    start = torch.randn(m, generator=torch.Generator().manual_seed(0), dtype=torch.float64).to(a.device)
+    q = (start / start.norm()).expand(b, m).clone()
+    basis = torch.zeros(b, steps, m, dtype=torch.float64, device=a.device)
+    alphas, betas = [], []
+    for k in range(1, steps + 1):
+        basis[:, k - 1] = q
+        w = torch.bmm(a, q.unsqueeze(-1)).squeeze(-1)
+        alphas.append((w * q).sum(dim=1))
+        used = basis[:, :k]
+        for _ in range(2):  # full reorthogonalisation, twice ("twice is enough")
+            w = w - torch.bmm(used.transpose(1, 2), torch.bmm(used, w.unsqueeze(-1))).squeeze(-1)
+        beta = w.norm(dim=1)
+        betas.append(beta)
+        exhausted = k == m or bool((beta <= 1e-13 * scale).all())
+        if k % _LANCZOS_CHECK == 0 or k == steps or exhausted:
+            theta, residual = _top_ritz(alphas, betas)
+            if exhausted or bool((residual <= rtol * theta.abs() + 1e-13 * scale).all()):
+                return theta
+        q = w / beta.clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)
+    unsettled = residual > rtol * theta.abs() + 1e-13 * scale
+    theta[unsettled] = torch.linalg.eigvalsh(a[unsettled])[:, -1]
+    return theta
+
+
+def _top_ritz(alphas: list[torch.Tensor], betas: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top eigenvalue of the Lanczos tridiagonal T_k and its residual bound beta_k |s_k|."""
+    tri = torch.diag_embed(torch.stack(alphas, dim=1))
+    if len(alphas) > 1:
+        off = torch.diag_embed(torch.stack(betas[:-1], dim=1), offset=1)
+        tri = tri + off + off.transpose(1, 2)
+    values, vectors = torch.linalg.eigh(tri)
+    return values[:, -1], betas[-1] * vectors[:, -1, -1].abs()
+
+
+def spectrum_from_gram(gram: torch.Tensor, mean: torch.Tensor, n: int, trace: torch.Tensor) -> dict[str, torch.Tensor]:
+    """MEV, singular-value entropy, effective rank and HF/LF ratio of b token matrices of n rows.
+
+    gram [b, m, m] and mean [b, D] from :func:`gram_of_rows`; trace [b] = sum of squared token
+    norms (float64). One ``eigvalsh`` of G (in G's dtype) for the entropy and MEV, a Lanczos top
+    eigenvalue of the centred G for HF/LF. Returns ``{key: [b] float64}`` for ``SPECTRAL_KEYS``.
+    """
+    eig = torch.linalg.eigvalsh(gram).clamp_min(0.0).double()
+    sv = eig.sqrt()
+    p = sv / sv.sum(dim=1, keepdim=True)
+    entropy = -(p * torch.log(p.where(p > 0, torch.ones_like(p)))).sum(dim=1)
+    top_centred = top_eigenvalue(centred_gram(gram, mean, n)).clamp_min(0.0)
+    low = torch.linalg.vector_norm(mean.double(), dim=-1) * math.sqrt(n)
+    return {"mev": eig[:, -1] / trace.double(), "sv_entropy": entropy, "effective_rank": entropy.exp(),
+            "hf_lf_ratio": top_centred.sqrt() / low}
+
+
+class _Pool:
+    """A thread pool whose workers each use one torch thread (set once, when the worker starts)."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="condense-spectrum",
+                                           initializer=torch.set_num_threads, initargs=(1,))
+
+    def submit(self, gram: torch.Tensor, mean: torch.Tensor, n: int, trace: torch.Tensor) -> Future:
+        """Queue :func:`spectrum_from_gram` on CPU copies of the inputs; returns its Future."""
+        return self.executor.submit(spectrum_from_gram, gram.cpu(), mean.cpu(), n, trace.cpu())
+
+
+_pools: dict[int, _Pool] = {}
+_pools_lock = threading.Lock()
+
+
+def spectrum_pool(workers: int | None = None) -> _Pool:
+    """The process's spectrum worker pool of ``workers`` threads (default: torch's thread count).
+
+    ``submit(gram, mean, n, trace)`` returns a Future of :func:`spectrum_from_gram`'s dict.
+    """
+    workers = max(1, workers or torch.get_num_threads())
+    with _pools_lock:
+        if workers not in _pools:
+            _pools[workers] = _Pool(workers)
+        return _pools[workers]
