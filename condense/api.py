@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from condense.errors import CondenseError
-from condense.probing.checkpoint import checkpoint_path_for
+from condense.probing.checkpoint import DEFAULT_CHECKPOINT_EVERY, CheckpointPlan, checkpoint_path_for
 from condense.probing.probe import ProbeSettings, probe
 from condense.results import ProbeResult
 from condense.results.atomic import check_writable_target
@@ -18,21 +18,24 @@ from condense.results.atomic import check_writable_target
 __all__ = ["probe_to_folder", "rerun", "default_run_folder", "resolve_runs", "save_figure", "check_figure_path"]
 
 _LOAD_KEYS = ("revision", "dtype", "device", "trust_remote_code", "init", "init_seed", "device_map",
-              "max_memory", "offload_folder", "quiet", "resume")
+              "max_memory", "offload_folder", "quiet", "resume", "checkpoint_every")
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
-def probe_to_folder(model: str, out: str | Path, **options: Any) -> Path:
+def probe_to_folder(model: str, out: str | Path, checkpoint_every: float | None = DEFAULT_CHECKPOINT_EVERY,
+                    **options: Any) -> Path:
     """Run :func:`condense.probe` with ``options`` and save the result atomically into ``out``.
 
     ``out`` is checked before any model loads, so a bad path fails in a second, not after the run.
+    The accumulators are checkpointed beside ``out`` every ``checkpoint_every`` seconds (0 or None:
+    only on SIGINT/SIGTERM), so ``resume=True`` can continue after a hard kill.
     """
     out = Path(out)
     check_writable_target(out)
-    checkpoint = checkpoint_path_for(out)
+    checkpoint = CheckpointPlan(checkpoint_path_for(out), checkpoint_every)
     result: ProbeResult = probe(model, checkpoint=checkpoint, **options)
     folder = result.save(out)
-    checkpoint.unlink(missing_ok=True)
+    checkpoint.path.unlink(missing_ok=True)
     return folder
 
 

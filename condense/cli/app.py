@@ -41,8 +41,9 @@ def probe_options(f):
         click.option("--text-field", default="text", show_default=True, help="JSONL field holding the text."),
         click.option("--num-seqs", type=int, default=100, show_default=True, help="Sequences to probe."),
         click.option("--max-length", type=int, default=512, show_default=True, help="Tokens per sequence."),
-        click.option("--batch-size", type=BatchSize(), default="8", show_default=True,
-                     help="Sequences per forward pass, or auto (largest that fits; halves on out-of-memory)."),
+        click.option("--batch-size", type=BatchSize(), default="auto", show_default=True,
+                     help="Sequences per forward pass, or auto (CPU: ~512 tokens a batch; accelerators: 64, "
+                          "halved on out-of-memory)."),
         click.option("--shuffle/--no-shuffle", default=False, help="Random document order (by --seed)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Shuffle, bootstrap and baseline seed."),
         click.option("--aggregate", type=click.Choice(["pooled", "paper"]), default="pooled", show_default=True,
@@ -74,6 +75,8 @@ def probe_options(f):
         click.option("--init-seed", type=int, default=0, show_default=True, help="Seed of random weights."),
         click.option("--resume", is_flag=True,
                      help="Continue an interrupted run from its checkpoint (.<out>.resume.pt beside --out)."),
+        click.option("--checkpoint-every", type=click.FloatRange(min=0), default=300, show_default=True,
+                     help="Seconds between checkpoints of a running probe (0: only when interrupted)."),
         click.option("--quiet", "-q", is_flag=True, help="No progress bar."),
     ]
     for option in reversed(options):

@@ -268,9 +268,10 @@ class TokenGeometryAccumulator:
         self.add(self.measure(hidden, mask, positions, unit))
 
     def measure(self, hidden: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor,
-                unit: torch.Tensor | None = None, wait: bool = True) -> dict:
+                unit: torch.Tensor | None = None, norms: torch.Tensor | None = None, wait: bool = True) -> dict:
         """One batch's contribution, without touching the state (see :meth:`add`).
 
+        ``unit`` and ``norms`` [B, S]: the caller's unit rows and token norms of ``hidden``, if it has them.
         With ``wait=False`` the spectra are left to the worker threads as Futures (resolved by
         :meth:`finalize` or when pickled), so an accelerator's forward pass goes on meanwhile.
         """
@@ -278,9 +279,11 @@ class TokenGeometryAccumulator:
         if not bool(keep.all()):
             hidden, mask, positions = hidden[keep], mask[keep], positions[keep]
             unit = None if unit is None else unit[keep]
+            norms = None if norms is None else norms[keep]
         if hidden.shape[0] == 0:
             return {"n_seqs": 0}
-        norms = torch.linalg.vector_norm(hidden, dim=-1)
+        if norms is None:
+            norms = torch.linalg.vector_norm(hidden, dim=-1)
         if unit is None:
             unit = hidden / norms.clamp_min(NORM_FLOOR).unsqueeze(-1) * mask.unsqueeze(-1)
         batch = {"n_seqs": hidden.shape[0], **self._cone(unit, mask), **self._norms(norms, mask, positions),

@@ -43,7 +43,7 @@ class ProbeSettings:
     text_field: str = "text"
     num_seqs: int = 100
     max_length: int = 512
-    batch_size: int | str = 8
+    batch_size: int | str = "auto"
     shuffle: bool = False
     seed: int = 0
     aggregate: str = "pooled"
@@ -145,15 +145,15 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
     used: dict = {"batch_size": state["batch_size"]} if state["batch_size"] else {}
 
     def measure(batch: Batch, i: int, hidden: torch.Tensor) -> tuple[dict, dict]:
-        h, mask, attention = _prepare(hidden, batch, cfg, i, geometry_dtype, center)
-        unit = h / torch.linalg.vector_norm(h, dim=-1, keepdim=True).clamp_min(1e-8) * mask.unsqueeze(-1)
+        h, mask, attention, norms = _prepare(hidden, batch, cfg, i, geometry_dtype, center)
+        unit = h * (mask / norms.clamp_min(1e-8)).unsqueeze(-1)  # unit rows, zero where not counted
         if cfg.aggregate == "paper":
             start_at = int(cfg.exclude_first_token)
             pairs = cosine[i].measure(h[:, start_at:], attention[:, start_at:])
         else:
             pairs = cosine[i].measure(unit, mask)
         # on an accelerator the spectra are left to CPU worker threads while the forward goes on
-        return pairs, geometry[i].measure(h, mask, batch.positions, unit, wait=h.device.type == "cpu")
+        return pairs, geometry[i].measure(h, mask, batch.positions, unit, norms, wait=h.device.type == "cpu")
 
     def save() -> None:
         state.update(batch_size=used.get("batch_size"), elapsed=earlier_seconds + time.perf_counter() - start)
@@ -198,26 +198,33 @@ def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label, used,
 
 
 def _prepare(h, batch, cfg, layer, dtype, center):
-    """Hidden states of one layer in the geometry dtype, checked, centred; with that layer's masks."""
+    """Hidden states of one layer in the geometry dtype, checked, centred; with that layer's masks
+    and token norms [B, S]."""
     h = h.to(dtype)
     mask, attention = batch.mask, batch.attention
-    finite = torch.isfinite(h).all(dim=-1)
-    bad = attention & ~finite
-    if bool(bad.any()):
-        r, pos = (int(v) for v in bad.nonzero()[0])
-        if cfg.nonfinite == "error":
-            raise CondenseError(
-                f"non-finite hidden state at layer {layer}, sequence {batch.offset + r}, position {pos} "
-                f"({int(bad.sum())} tokens in this batch); use --dtype float32, or --nonfinite exclude to drop such tokens"
-            )
-        mask, attention = mask & finite, attention & finite
-        h = torch.where(finite.unsqueeze(-1), h, torch.zeros((), dtype=dtype, device=h.device))
+    norms = torch.linalg.vector_norm(h, dim=-1)
+    # a NaN or inf anywhere in a token makes its norm non-finite: only then is every element checked
+    if bool((attention & ~torch.isfinite(norms)).any()):
+        finite = torch.isfinite(h).all(dim=-1)
+        bad = attention & ~finite
+        if bool(bad.any()):
+            r, pos = (int(v) for v in bad.nonzero()[0])
+            if cfg.nonfinite == "error":
+                raise CondenseError(
+                    f"non-finite hidden state at layer {layer}, sequence {batch.offset + r}, position {pos} "
+                    f"({int(bad.sum())} tokens in this batch); use --dtype float32, or --nonfinite exclude to drop such tokens"
+                )
+            mask, attention = mask & finite, attention & finite
+            h = torch.where(finite.unsqueeze(-1), h, torch.zeros((), dtype=dtype, device=h.device))
+            norms = torch.linalg.vector_norm(h, dim=-1)
     if cfg.center == "sequence":
         m = mask.unsqueeze(-1).to(dtype)
         h = h - (h * m).sum(dim=1, keepdim=True) / m.sum(dim=1, keepdim=True).clamp_min(1)
     elif center is not None:
         h = h - center[layer]
-    return h, mask, attention
+    if cfg.center != "none":
+        norms = torch.linalg.vector_norm(h, dim=-1)
+    return h, mask, attention, norms
 
 
 def _corpus_means(reader, loaded, sequences, cfg, layers, dtype) -> dict[int, torch.Tensor]:
