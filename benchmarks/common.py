@@ -1,10 +1,10 @@
-"""Shared set-up of the benchmark scripts: a long offline corpus, cached checkpoints, memory probes.
+"""Shared set-up of the benchmark scripts: long offline corpora, cached checkpoints, memory probes.
 
 The builtin corpus yields only 43 sequences of 512 SmolLM2 tokens (79 pydoc topics, each cut at
-``max_length``), too few for 100 or 1000 sequences, so the benchmarks read ``pydoc-long.txt``: the
-same pydoc prose split into paragraphs (blank-line separated documents, joined up to
-``max_length`` by the probe's sampler) and repeated, which gives ~200 x 512-token sequences a copy.
-Timing and memory depend on token counts only, not on which tokens they are.
+``max_length``), too few for 100 or 1000 sequences, so the benchmarks read the same pydoc prose
+as ``bench-docs-N.jsonl`` (documents of >= 4000 characters, i.e. >= 512 tokens each, the text
+repeated as often as needed) or ``pydoc-long.txt`` (paragraphs, joined up to ``max_length`` by the
+probe's sampler). Timing and memory depend on token counts only, not on which tokens they are.
 """
 
 from __future__ import annotations
@@ -13,11 +13,35 @@ import os
 import resource
 from pathlib import Path
 
-__all__ = ["TINY", "DEFAULT_CACHE", "long_corpus", "prepared_model", "rss_mb", "reset_peak_rss", "peak_rss_mb",
+__all__ = ["TINY", "DEFAULT_CACHE", "bench_jsonl", "long_corpus", "prepared_model", "rss_mb", "reset_peak_rss", "peak_rss_mb",
            "maxrss_mb"]
 
 TINY = "tiny-gpt2"  # 4-layer GPT-2, n_embd 128, random init, the all-MiniLM tokenizer
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "condense-bench"
+
+
+def bench_jsonl(cache: Path, n_docs: int, min_chars: int = 4000) -> Path:
+    """``cache/bench-docs-N.jsonl``: N documents of >= ``min_chars`` characters of pydoc prose (written once)."""
+    import json
+
+    from pydoc_data.topics import topics
+
+    path = cache / f"bench-docs-{n_docs}.jsonl"
+    if path.exists():
+        return path
+    paragraphs = [p for t in topics.values() for p in t.strip().split("\n\n") if p.strip()]
+    docs, current, k = [], [], 0
+    while len(docs) < n_docs:
+        current.append(paragraphs[k % len(paragraphs)])
+        k += 1
+        if sum(map(len, current)) >= min_chars:
+            docs.append("\n\n".join(current))
+            current = []
+    cache.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    tmp.replace(path)
+    return path
 
 
 def long_corpus(cache: Path, copies: int = 6) -> Path:

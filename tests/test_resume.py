@@ -1,12 +1,18 @@
-"""A real SIGINT/SIGTERM mid-run leaves a checkpoint (not a run folder); --resume gives identical numbers;
-`condense rerun` repeats a run from its run.json."""
+"""A real SIGINT/SIGTERM mid-run leaves a checkpoint (not a run folder); so does a SIGKILL after a periodic
+checkpoint; --resume gives identical numbers; `condense rerun` repeats a run from its run.json."""
 
+import json
 import signal
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
+import torch
+
+from condense.probing.checkpoint import CheckpointPlan
+from condense.errors import CondenseError
 
 from tests.test_cli import ENV, run
 
@@ -68,3 +74,46 @@ def test_rerun_repeats_a_run(tiny_gpt2, tmp_path):
     again = run("rerun", tmp_path / "a", "--out", tmp_path / "b", "-q")
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "a" / "layers.csv").read_bytes() == (tmp_path / "b" / "layers.csv").read_bytes()
+
+
+def test_sigkill_after_a_periodic_checkpoint_resumes_to_identical_numbers(tiny_models, tmp_path):
+    model = tiny_models["llama"]
+    args = [model, "--num-seqs", "120", "--max-length", "128", "--batch-size", "1", "--spectrum-seqs", "120"]
+    whole = run("probe", *args, "--out", tmp_path / "whole", "-q")
+    assert whole.returncode == 0, whole.stderr
+    out, checkpoint = tmp_path / "cut", tmp_path / ".cut.resume.pt"
+    # an interval this short saves after every batch: the file appears after the first one
+    proc = subprocess.Popen([sys.executable, "-m", "condense", "probe", *map(str, args), "--out", str(out),
+                             "--checkpoint-every", "0.001", "-q"], env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL: no handler runs, nothing is saved on the way out
+    proc.wait(60)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode(errors="replace")
+    assert checkpoint.exists() and not out.exists()
+    done = torch.load(checkpoint, map_location="cpu", weights_only=False)["done"]
+    assert 0 < done < 120
+    resumed = run("probe", *args, "--out", out, "--resume", "-q")
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((out / "run.json").read_text())["resumed_from_sequence"] >= done
+    assert (out / "layers.csv").read_bytes() == (tmp_path / "whole" / "layers.csv").read_bytes()
+    assert not checkpoint.exists()
+
+
+def test_checkpoint_plan_interval(monkeypatch, tmp_path):
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    plan = CheckpointPlan(tmp_path / "c.pt", every=300)  # made at t=100
+    now[0] = 150.0
+    assert not plan.due()
+    now[0] = 400.5
+    assert plan.due()
+    plan.saved()
+    now[0] = 401.0
+    assert not plan.due()
+    assert not CheckpointPlan(tmp_path / "c.pt", every=0).due() and not CheckpointPlan(tmp_path / "c.pt", None).due()
+    assert CheckpointPlan.of(str(tmp_path / "c.pt")).every == 300
+    with pytest.raises(CondenseError, match="bad --checkpoint-every -1"):
+        CheckpointPlan(tmp_path / "c.pt", every=-1)

@@ -12,7 +12,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,11 @@ class CheckpointPlan:
 
     path: Path
     every: float | None = DEFAULT_CHECKPOINT_EVERY
-    last: float = field(default_factory=time.monotonic)
+    last: float | None = None  # time.monotonic() of the last save (default: when the plan was made)
 
     def __post_init__(self) -> None:
         self.path = Path(self.path)
+        self.last = time.monotonic() if self.last is None else self.last
         if self.every is not None and not (isinstance(self.every, (int, float)) and self.every >= 0):
             raise CondenseError(f"bad --checkpoint-every {self.every!r}: give seconds >= 0 (0 turns periodic checkpoints off)")
 
