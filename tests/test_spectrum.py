@@ -1,0 +1,169 @@
+"""The one-eigendecomposition spectrum (eigvalsh + Lanczos) equals the full SVD-based definitions; the
+upper-triangle pair sums equal sums over every pair; accumulators stage a batch before adding it."""
+
+import math
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from condense.metrics.spectrum import (SPECTRAL_KEYS, centred_gram, gram_of_rows, spectrum_from_gram,
+                                       spectrum_pool, top_eigenvalue)
+from condense.metrics.streaming import (FINE_BINS, PooledCosineAccumulator, TokenGeometryAccumulator,
+                                        upper_pair_sums)
+
+
+def full_spectrum(x: np.ndarray) -> dict[str, float]:
+    """The definitions, from full float64 SVDs of X and of X - 1 mu^T."""
+    sv = np.linalg.svd(x, compute_uv=False)
+    p = sv[sv > 0] / sv.sum()
+    entropy = float(-(p * np.log(p)).sum())
+    mu = x.mean(0)
+    return {"mev": sv[0] ** 2 / (sv ** 2).sum(), "sv_entropy": entropy, "effective_rank": math.exp(entropy),
+            "hf_lf_ratio": np.linalg.svd(x - mu, compute_uv=False)[0] / (math.sqrt(len(x)) * np.linalg.norm(mu))}
+
+
+def fast_spectrum(x: torch.Tensor) -> dict[str, torch.Tensor]:
+    gram, mean = gram_of_rows(x)
+    return spectrum_from_gram(gram, mean, x.shape[1], x.double().square().sum(dim=(1, 2)))
+
+
+def token_matrices(kind: str, b: int, n: int, d: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((b, n, d))
+    if kind == "cone":  # a shared direction: a narrow cone, a dominant singular value
+        x += 4.0 * rng.standard_normal(d)
+    elif kind == "outlier":  # one huge feature dimension and one massive token
+        x[:, :, 3] += 50.0
+        x[:, 0] *= 30.0
+    elif kind == "low_rank":  # rank 3: zero singular values
+        x = x[:, :, :3] @ rng.standard_normal((3, d))
+    return x
+
+
+@pytest.mark.parametrize("kind", ["gauss", "cone", "outlier", "low_rank"])
+@pytest.mark.parametrize("n, d", [(12, 40), (40, 12), (16, 16), (2, 5)])  # n < D, n > D, n = D, two tokens
+def test_spectrum_equals_full_svd(kind, n, d):
+    x = token_matrices(kind, 3, n, d)
+    fast = fast_spectrum(torch.tensor(x))  # float64 all the way: differences are the method's, not rounding's
+    for b in range(3):
+        ref = full_spectrum(x[b])
+        for key in SPECTRAL_KEYS:
+            tol = 1e-6 if kind == "low_rank" and key in ("sv_entropy", "effective_rank") else 1e-9
+            assert float(fast[key][b]) == pytest.approx(ref[key], rel=tol), (key, b)
+
+
+@pytest.mark.parametrize("n, d", [(60, 90), (90, 60)])
+def test_spectrum_in_float32_is_within_float32_rounding(n, d):
+    x = token_matrices("cone", 4, n, d, seed=3)
+    fast = fast_spectrum(torch.tensor(x, dtype=torch.float32))
+    for b in range(4):
+        ref = full_spectrum(x[b].astype(np.float32).astype(np.float64))
+        for key in SPECTRAL_KEYS:
+            assert float(fast[key][b]) == pytest.approx(ref[key], rel=2e-4), (key, b)
+
+
+def test_centred_gram_is_the_gram_of_the_centred_rows():
+    x = torch.tensor(token_matrices("cone", 2, 7, 11), dtype=torch.float64)
+    for rows in (x, x.transpose(1, 2)[:, :5, :7].transpose(1, 2)):  # n <= D and n > D (7 tokens of 5 features)
+        gram, mean = gram_of_rows(rows)
+        centred = rows - rows.mean(dim=1, keepdim=True)
+        expected = centred @ centred.transpose(1, 2) if rows.shape[1] <= rows.shape[2] else centred.transpose(1, 2) @ centred
+        torch.testing.assert_close(centred_gram(gram, mean, rows.shape[1]), expected, rtol=1e-12, atol=1e-10)
+
+
+def test_top_eigenvalue_closed_forms_and_hard_cases():
+    rng = np.random.default_rng(1)
+    q = np.linalg.qr(rng.standard_normal((50, 50)))[0]
+    cases = {
+        "well separated": np.linspace(0.0, 1.0, 50),
+        "double top": np.r_[np.linspace(0.0, 0.5, 48), 1.0, 1.0],
+        "tiny gap": np.r_[np.linspace(0.0, 0.5, 48), 1.0 - 1e-6, 1.0],  # needs many steps or the fallback
+        "one nonzero": np.r_[np.zeros(49), 3.0],
+    }
+    a = torch.tensor(np.stack([q @ np.diag(v) @ q.T for v in cases.values()]))
+    top = top_eigenvalue(a)
+    for k, values in enumerate(cases.values()):
+        assert float(top[k]) == pytest.approx(values.max(), rel=1e-7), list(cases)[k]
+    assert float(top_eigenvalue(torch.zeros(1, 6, 6))[0]) == 0.0
+    assert float(top_eigenvalue(torch.tensor([[[2.5]]]))[0]) == 2.5
+
+
+def test_top_eigenvalue_is_deterministic():
+    a = torch.tensor(token_matrices("gauss", 2, 30, 30))
+    a = a @ a.transpose(1, 2)
+    assert torch.equal(top_eigenvalue(a), top_eigenvalue(a))
+
+
+@pytest.mark.parametrize("block", [1, 3, 5, 64])
+def test_upper_pair_sums_equal_sums_over_every_pair(block):
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 13, 6)) + 1.0
+    x[1, 10:] = 0.0  # padded rows are zero: their pairs are cosine 0, as the caller's masking makes them
+    u = x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-300)
+    sums = upper_pair_sums(torch.tensor(u), block)
+    c = np.clip(np.stack([m @ m.T for m in u]), -1, 1)[:, *np.triu_indices(13, 1)].ravel()
+    assert float(sums["total_sq"]) == pytest.approx((c ** 2).sum(), rel=1e-12)
+    assert float(sums["angle_sum"]) == pytest.approx(np.arccos(c).sum(), rel=1e-12)
+    np.testing.assert_array_equal(sums["fine"].numpy(), np.histogram(c, FINE_BINS, (-1, 1))[0])
+
+
+def test_pooled_measure_leaves_the_state_alone_until_added():
+    rng = np.random.default_rng(4)
+    unit = torch.nn.functional.normalize(torch.tensor(rng.standard_normal((2, 9, 5))), dim=-1)
+    mask = torch.ones(2, 9, dtype=torch.bool)
+    acc = PooledCosineAccumulator()
+    acc.update(unit, mask)
+    before = acc.finalize().columns
+    batch = acc.measure(unit * 0.5 + 0.5, mask)  # measured, then dropped (an out-of-memory retry)
+    assert acc.finalize().columns == before
+    acc.add(batch)
+    assert acc.finalize().columns["n_pairs"] == 2 * before["n_pairs"]
+
+
+def test_geometry_spectra_from_workers_match_and_pickle_resolved():
+    x = torch.tensor(token_matrices("cone", 4, 20, 8, seed=5), dtype=torch.float32)
+    mask = torch.ones(4, 20, dtype=torch.bool)
+    mask[2, 15:] = False  # one ragged sequence: its own spectrum task
+    positions = torch.arange(20).expand(4, -1)
+    now, later = TokenGeometryAccumulator(8, spectrum_seqs=3), TokenGeometryAccumulator(8, spectrum_seqs=3)
+    now.update(x, mask, positions)
+    later.add(later.measure(x, mask, positions, wait=False))
+    copy = pickle.loads(pickle.dumps(later))  # a checkpoint waits for the workers
+    assert not any(hasattr(s, "result") for s in copy.spectra)
+    assert now.finalize() == later.finalize() == copy.finalize()
+    ref = [full_spectrum(x[b][mask[b]].double().numpy()) for b in range(3)]
+    for key in SPECTRAL_KEYS:
+        assert now.finalize()[key] == pytest.approx(np.mean([r[key] for r in ref]), rel=1e-4)
+
+
+def test_worker_threads_leave_the_callers_thread_count_alone():
+    threads = torch.get_num_threads()
+    pool = spectrum_pool(2)
+    x = torch.randn(2, 10, 4, dtype=torch.float64)
+    gram, mean = gram_of_rows(x)
+    pool.submit(gram, mean, 10, x.square().sum(dim=(1, 2))).result()
+    assert torch.get_num_threads() == threads
+    worker_threads = pool.executor.submit(torch.get_num_threads).result()
+    assert worker_threads == 1
+
+
+@pytest.mark.slow
+def test_spectrum_of_real_hidden_states_equals_full_svd():
+    """SmolLM2's hidden states (massive first token, outlier dimensions) on 300 tokens: n < D = 576;
+    and the same rows cut to their first 200 features: n > D."""
+    from condense.models import load_model
+    from condense.probing.corpus import build_sequences, read_documents
+
+    loaded = load_model("smollm2-135m", device="cpu")
+    seq = build_sequences(read_documents("builtin"), loaded.tokenizer, 300, 1)[0]
+    with torch.no_grad():
+        states = loaded.model(input_ids=torch.tensor([seq.input_ids]), output_hidden_states=True).hidden_states
+    for i in (0, 1, 10, 20, len(states) - 1):
+        for x in (states[i][0], states[i][0][:, :200]):
+            fast = fast_spectrum(x.float().unsqueeze(0))
+            ref = full_spectrum(x.double().numpy())
+            for key in SPECTRAL_KEYS:
+                tol = 5e-3 if key in ("sv_entropy", "effective_rank") else 1e-4  # float32 Gram eigenvalues
+                assert float(fast[key][0]) == pytest.approx(ref[key], rel=tol), (i, x.shape, key)
