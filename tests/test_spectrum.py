@@ -129,7 +129,7 @@ def test_geometry_spectra_from_workers_match_and_pickle_resolved():
     positions = torch.arange(20).expand(4, -1)
     now, later = TokenGeometryAccumulator(8, spectrum_seqs=3), TokenGeometryAccumulator(8, spectrum_seqs=3)
     now.update(x, mask, positions)
-    later.add(later.measure(x, mask, positions, wait=False))
+    later.add(later.measure(x, mask, positions, spectra="async"))
     copy = pickle.loads(pickle.dumps(later))  # a checkpoint waits for the workers
     assert not any(hasattr(s, "result") for s in copy.spectra)
     assert now.finalize() == later.finalize() == copy.finalize()

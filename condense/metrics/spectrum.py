@@ -64,9 +64,10 @@ def top_eigenvalue(a: torch.Tensor, rtol: float = TOP_EIGEN_RTOL) -> torch.Tenso
     """Largest eigenvalue of each symmetric matrix of ``a`` [b, m, m]; returns [b] float64.
 
     Lanczos in float64 with full reorthogonalisation, from a fixed pseudo-random start vector
-    (deterministic). It stops when every matrix's top Ritz value theta has residual
-    ``|beta_k s_k| <= rtol * theta`` (then |lambda_max - theta| <= rtol * theta), or when the Krylov
-    space is exhausted; a matrix not converged after 96 steps is handed to ``eigvalsh``.
+    (deterministic). A matrix is done when its top Ritz value theta has residual
+    ``|beta_k s_k| <= rtol * theta`` (then |lambda_max - theta| <= rtol * theta), or when its Krylov
+    space is exhausted; one not converged after 96 steps is handed to ``eigvalsh``. Each matrix's
+    value is that of its own first converged check, so it does not depend on the others in ``a``.
     """
     a = a.to(torch.float64)
     b, m, _ = a.shape
@@ -76,6 +77,8 @@ def top_eigenvalue(a: torch.Tensor, rtol: float = TOP_EIGEN_RTOL) -> torch.Tenso
     q = (start / start.norm()).expand(b, m).clone()
     basis = torch.zeros(b, steps, m, dtype=torch.float64, device=a.device)
     alphas, betas = [], []
+    top = torch.full((b,), math.nan, dtype=torch.float64, device=a.device)
+    settled = torch.zeros(b, dtype=torch.bool, device=a.device)
     for k in range(1, steps + 1):
         basis[:, k - 1] = q
         w = torch.bmm(a, q.unsqueeze(-1)).squeeze(-1)
@@ -85,15 +88,17 @@ def top_eigenvalue(a: torch.Tensor, rtol: float = TOP_EIGEN_RTOL) -> torch.Tenso
             w = w - torch.bmm(used.transpose(1, 2), torch.bmm(used, w.unsqueeze(-1))).squeeze(-1)
         beta = w.norm(dim=1)
         betas.append(beta)
-        exhausted = k == m or bool((beta <= 1e-13 * scale).all())
-        if k % _LANCZOS_CHECK == 0 or k == steps or exhausted:
+        exhausted = (beta <= 1e-13 * scale) | (k == m)  # an invariant subspace: the Ritz values are exact
+        if k % _LANCZOS_CHECK == 0 or k == steps or bool((exhausted & ~settled).any()):
             theta, residual = _top_ritz(alphas, betas)
-            if exhausted or bool((residual <= rtol * theta.abs() + 1e-13 * scale).all()):
-                return theta
+            # each matrix keeps the value of its own first converged check, whatever the others need
+            done = ~settled & (exhausted | (residual <= rtol * theta.abs() + 1e-13 * scale))
+            top[done], settled = theta[done], settled | done
+            if bool(settled.all()):
+                return top
         q = w / beta.clamp_min(torch.finfo(torch.float64).tiny).unsqueeze(1)
-    unsettled = residual > rtol * theta.abs() + 1e-13 * scale
-    theta[unsettled] = torch.linalg.eigvalsh(a[unsettled])[:, -1]
-    return theta
+    top[~settled] = torch.linalg.eigvalsh(a[~settled])[:, -1]
+    return top
 
 
 def _top_ritz(alphas: list[torch.Tensor], betas: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

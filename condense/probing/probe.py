@@ -149,11 +149,14 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
         unit = h * (mask / norms.clamp_min(1e-8)).unsqueeze(-1)  # unit rows, zero where not counted
         if cfg.aggregate == "paper":
             start_at = int(cfg.exclude_first_token)
-            pairs = cosine[i].measure(h[:, start_at:], attention[:, start_at:])
-        else:
-            pairs = cosine[i].measure(unit, mask)
-        # on an accelerator the spectra are left to CPU worker threads while the forward goes on
-        return pairs, geometry[i].measure(h, mask, batch.positions, unit, norms, wait=h.device.type == "cpu")
+            pairs, upper = cosine[i].measure(h[:, start_at:], attention[:, start_at:]), None
+        else:  # the spectrum's Gram matrices come from the pair products (pooled mode counts the same tokens)
+            pairs = cosine[i].measure(unit, mask, keep=geometry[i].spectrum_rows(mask))
+            upper = pairs.pop("upper", None)
+        # on the CPU the spectra wait for the end of the batch, then use every core without competing with
+        # the forward pass; on an accelerator, CPU worker threads compute them while the forward goes on
+        spectra = "defer" if h.device.type == "cpu" else "async"
+        return pairs, geometry[i].measure(h, mask, batch.positions, unit, norms, upper, spectra=spectra)
 
     def save() -> None:
         state.update(batch_size=used.get("batch_size"), elapsed=earlier_seconds + time.perf_counter() - start)
@@ -163,6 +166,12 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
     with stop_requests() as stop:
         for batch, measured in _forward_batches(reader, loaded, sequences, cfg, layers, quiet, "probing", used,
                                                 measure, start=state["done"]):
+            spectra = [measured[i][1] for i in layers]
+            for part in spectra:
+                TokenGeometryAccumulator.start_spectra(part)
+            if reader.input_device.type == "cpu":
+                for part in spectra:
+                    part["spectra"] = [job.result() for job in part["spectra"]]
             for i in layers:  # a batch counts only once every selected layer of it was measured
                 cosine[i].add(measured[i][0])
                 geometry[i].add(measured[i][1])
