@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from condense.metrics.spectrum import (SPECTRAL_KEYS, centred_gram, gram_of_rows, spectrum_from_gram,
-                                       spectrum_pool, top_eigenvalue)
+                                       spectrum_of_products, spectrum_of_rows, spectrum_pool, top_eigenvalue)
 from condense.metrics.streaming import (FINE_BINS, PooledCosineAccumulator, TokenGeometryAccumulator,
                                         upper_pair_sums)
 
@@ -143,7 +143,7 @@ def test_worker_threads_leave_the_callers_thread_count_alone():
     pool = spectrum_pool(2)
     x = torch.randn(2, 10, 4, dtype=torch.float64)
     gram, mean = gram_of_rows(x)
-    pool.submit(gram, mean, 10, x.square().sum(dim=(1, 2))).result()
+    pool.submit(spectrum_from_gram, gram, mean, 10, x.square().sum(dim=(1, 2))).result()
     assert torch.get_num_threads() == threads
     worker_threads = pool.executor.submit(torch.get_num_threads).result()
     assert worker_threads == 1
@@ -167,3 +167,18 @@ def test_spectrum_of_real_hidden_states_equals_full_svd():
             for key in SPECTRAL_KEYS:
                 tol = 5e-3 if key in ("sv_entropy", "effective_rank") else 1e-4  # float32 Gram eigenvalues
                 assert float(fast[key][0]) == pytest.approx(ref[key], rel=tol), (i, x.shape, key)
+
+
+def test_spectrum_from_pair_products_equals_from_rows():
+    rng = np.random.default_rng(6)
+    x = torch.tensor(rng.standard_normal((9, 14)) + 2.0)
+    counted = torch.tensor([False, True, True, True, False, True, True, True, True])  # a special token, padding
+    norms = x.norm(dim=-1)
+    unit = x / norms.unsqueeze(-1) * counted.unsqueeze(-1)
+    upper = (unit @ unit.T).triu()
+    rows = x[counted]
+    trace = rows.square().sum().view(1)
+    via_products = spectrum_of_products(upper, counted, norms, rows.mean(dim=0), trace)
+    via_rows = spectrum_of_rows(rows.unsqueeze(0), trace)
+    for key in SPECTRAL_KEYS:
+        assert float(via_products[key][0]) == pytest.approx(float(via_rows[key][0]), rel=1e-10), key

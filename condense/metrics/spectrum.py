@@ -21,13 +21,14 @@ layers' forward pass. Nothing here imports transformers.
 from __future__ import annotations
 
 import math
+import os
 import threading
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
 
 __all__ = ["SPECTRAL_KEYS", "TOP_EIGEN_RTOL", "gram_of_rows", "centred_gram", "top_eigenvalue",
-           "spectrum_from_gram", "spectrum_pool"]
+           "spectrum_from_gram", "spectrum_of_rows", "spectrum_of_products", "spectrum_pool"]
 
 SPECTRAL_KEYS = ("mev", "sv_entropy", "effective_rank", "hf_lf_ratio")
 TOP_EIGEN_RTOL = 1e-7  # residual bound of the top Ritz value, relative: |lambda_max - theta| <= rtol * theta
@@ -54,7 +55,7 @@ def centred_gram(gram: torch.Tensor, mean: torch.Tensor, n: int) -> torch.Tensor
     n <= D ([b, n, n]): ``P G P`` with P = I - 11^T/n, i.e. G_ij - r_i - r_j + mean(G), r the row
     means; n > D ([b, D, D]): ``G - n mu mu^T``. gram [b, m, m], mean [b, D], returns [b, m, m].
     """
-    if gram.shape[1] == n and n <= mean.shape[1]:
+    if n <= mean.shape[1]:
         r = gram.mean(dim=2, keepdim=True)
         return gram - r - r.transpose(1, 2) + gram.mean(dim=(1, 2), keepdim=True)
     return gram - n * mean.unsqueeze(2) * mean.unsqueeze(1)
@@ -128,6 +129,27 @@ def spectrum_from_gram(gram: torch.Tensor, mean: torch.Tensor, n: int, trace: to
             "hf_lf_ratio": top_centred.sqrt() / low}
 
 
+def spectrum_of_rows(x: torch.Tensor, trace: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`spectrum_from_gram` of token rows x [b, n, D] (the Gram matrices formed here)."""
+    gram, mean = gram_of_rows(x)
+    return spectrum_from_gram(gram, mean, x.shape[1], trace)
+
+
+def spectrum_of_products(upper: torch.Tensor, counted: torch.Tensor, norms: torch.Tensor, mean: torch.Tensor,
+                         trace: torch.Tensor) -> dict[str, torch.Tensor]:
+    """:func:`spectrum_from_gram` of one sequence from its unit rows' products (n <= D).
+
+    upper [S, S]: u_i . u_j on and above the diagonal (zeros below); counted [S] bool; norms [S];
+    mean [D] of the counted rows; trace [1]. The Gram matrix is G_ij = |x_i| |x_j| u_i . u_j over
+    the counted rows.
+    """
+    index = counted.nonzero().squeeze(1)
+    products = upper.index_select(0, index).index_select(1, index)
+    scale = norms.index_select(0, index)
+    gram = (products + products.triu(1).transpose(0, 1)) * scale.unsqueeze(1) * scale.unsqueeze(0)
+    return spectrum_from_gram(gram.unsqueeze(0), mean.unsqueeze(0), len(index), trace)
+
+
 class _Pool:
     """A thread pool whose workers each use one torch thread (set once, when the worker starts)."""
 
@@ -136,19 +158,20 @@ class _Pool:
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="condense-spectrum",
                                            initializer=torch.set_num_threads, initargs=(1,))
 
-    def submit(self, gram: torch.Tensor, mean: torch.Tensor, n: int, trace: torch.Tensor) -> Future:
-        """Queue :func:`spectrum_from_gram` on CPU copies of the inputs; returns its Future."""
-        return self.executor.submit(spectrum_from_gram, gram.cpu(), mean.cpu(), n, trace.cpu())
+    def submit(self, function, *tensors: torch.Tensor | int) -> Future:
+        """Queue ``function`` (one of this module's ``spectrum_*``) on CPU copies of its arguments."""
+        return self.executor.submit(function, *(t.cpu() if isinstance(t, torch.Tensor) else t for t in tensors))
 
 
 _pools: dict[int, _Pool] = {}
 _pools_lock = threading.Lock()
+os.register_at_fork(after_in_child=_pools.clear)  # a forked child has none of the parent's threads
 
 
 def spectrum_pool(workers: int | None = None) -> _Pool:
     """The process's spectrum worker pool of ``workers`` threads (default: torch's thread count).
 
-    ``submit(gram, mean, n, trace)`` returns a Future of :func:`spectrum_from_gram`'s dict.
+    ``submit(function, *tensors)`` returns a Future of the function's ``{key: [b] tensor}`` dict.
     """
     workers = max(1, workers or torch.get_num_threads())
     with _pools_lock:

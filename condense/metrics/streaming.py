@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from condense.metrics.geometry import MASSIVE_FACTOR, NORM_FLOOR, cone_log10_sphere_fraction
-from condense.metrics.spectrum import SPECTRAL_KEYS, gram_of_rows, spectrum_pool
+from condense.metrics.spectrum import (SPECTRAL_KEYS, gram_of_rows, spectrum_from_gram, spectrum_of_products,
+                                       spectrum_of_rows, spectrum_pool)
 
 __all__ = [
     "HIST_BINS",
@@ -393,28 +394,23 @@ class TokenGeometryAccumulator:
     @staticmethod
     def _spectrum_jobs(hidden: torch.Tensor, mask: torch.Tensor, norms: torch.Tensor,
                        unit_upper: torch.Tensor | None) -> list[tuple]:
-        """One ``(gram, mean, n, trace)`` per sequence, on each sequence's own rows only: padding rows
-        would add spurious near-zero eigenvalues whose float32 noise shifts the entropy. Sequences
-        sharing one mask share one product; with ``unit_upper`` (n <= D) the Gram matrix is the
-        pair products already formed, scaled by the token norms: G_ij = |x_i| |x_j| cos_ij."""
+        """One ``(function, *arguments)`` of :mod:`condense.metrics.spectrum` per sequence, on its own
+        counted rows only: padding rows would add spurious near-zero eigenvalues whose float32 noise
+        shifts the entropy. With ``unit_upper`` (and n <= D) the worker builds the Gram matrix from the
+        pair products already formed, G_ij = |x_i| |x_j| cos_ij; otherwise from a copy of the rows
+        (on an accelerator the product is formed there and only the Gram matrix travels)."""
         traces = norms.double().square().masked_fill(~mask, 0.0).sum(dim=1)
-        if bool((mask == mask[0]).all()):
-            groups = [(slice(None), mask[0])]
-        else:
-            groups = [(slice(b, b + 1), m) for b, m in enumerate(mask)]
         jobs = []
-        for rows, m in groups:
-            x = hidden[rows][:, m]
-            if unit_upper is not None and x.shape[1] <= x.shape[2]:
-                upper = unit_upper[rows][:, m][:, :, m]
-                scale = norms[rows][:, m]
-                gram = (upper + upper.triu(1).transpose(1, 2)) * scale.unsqueeze(2) * scale.unsqueeze(1)
-                mean = x.mean(dim=1)
+        for k, counted in enumerate(mask):
+            n = int(counted.sum())
+            if unit_upper is not None and n <= hidden.shape[2]:
+                mean = (hidden[k] * counted.unsqueeze(-1)).sum(dim=0) / n
+                jobs.append((spectrum_of_products, unit_upper[k], counted, norms[k], mean, traces[k: k + 1]))
+            elif hidden.device.type == "cpu":
+                jobs.append((spectrum_of_rows, hidden[k][counted].unsqueeze(0), traces[k: k + 1]))
             else:
-                gram, mean = gram_of_rows(x)
-            # one job per sequence: its numbers cannot depend on which others share a worker
-            jobs += [(gram[k: k + 1], mean[k: k + 1], x.shape[1], t.view(1))
-                     for k, t in enumerate(traces[rows])]
+                gram, mean = gram_of_rows(hidden[k][counted].unsqueeze(0))
+                jobs.append((spectrum_from_gram, gram, mean, n, traces[k: k + 1]))
         return jobs
 
     def resolve(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 import platform
 import time
@@ -144,6 +145,7 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
     earlier_seconds = state["elapsed"]  # probing time of the sessions before a resume
     used: dict = {"batch_size": state["batch_size"]} if state["batch_size"] else {}
 
+    @_one_thread
     def measure(batch: Batch, i: int, hidden: torch.Tensor) -> tuple[dict, dict]:
         h, mask, attention, norms = _prepare(hidden, batch, cfg, i, geometry_dtype, center)
         unit = h * (mask / norms.clamp_min(1e-8)).unsqueeze(-1)  # unit rows, zero where not counted
@@ -193,6 +195,30 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
     facts = {"batch_size_used": used.get("batch_size"), "seconds": earlier_seconds + time.perf_counter() - start,
              "resumed_from": resumed_from}
     return _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, facts)
+
+
+def _one_thread(function):
+    """Run ``function`` with one torch thread (then restore the count).
+
+    The measurements are many small operations; on several threads each one ends in a barrier,
+    and when another process competes for the cores a barrier can wait a whole scheduler time
+    slice: measured here, 100x slower arccos and matmuls on a machine only 1.5x oversubscribed.
+    One thread also makes the numbers independent of the thread count (reductions split by
+    thread sum in another order), so a run is reproducible to the byte on any machine load.
+    """
+
+    @functools.wraps(function)
+    def single(*args, **kwargs):
+        threads = torch.get_num_threads()
+        if threads == 1:
+            return function(*args, **kwargs)
+        torch.set_num_threads(1)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            torch.set_num_threads(threads)
+
+    return single
 
 
 def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label, used, measure, start: int = 0):
@@ -264,7 +290,7 @@ def _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, fac
     first = ["layer", "layer_fraction", "n_seqs", "n_tokens", "n_pairs"]
     table = table[first + [c for c in table.columns if c not in first]]
     tokens_per_seq = int(np.median([len(s.input_ids) for s in sequences]))
-    for key, value in gaussian_baseline(tokens_per_seq, dim, seed=cfg.seed).items():
+    for key, value in _one_thread(gaussian_baseline)(tokens_per_seq, dim, seed=cfg.seed).items():
         table[f"gauss_{key}"] = value
     trend = {**depth_trend(table["layer"].to_numpy(), table["mean_cos"].to_numpy()),
              **last_layers_means(table["mean_cos"].to_numpy())}
