@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from condense.metrics.spectrum import (SPECTRAL_KEYS, centred_gram, gram_of_rows, spectrum_from_gram,
-                                       spectrum_of_products, spectrum_of_rows, spectrum_pool, top_eigenvalue)
+                                       spectrum_of_products, spectrum_of_rows, top_eigenvalue, worker_pool)
 from condense.metrics.streaming import (FINE_BINS, PooledCosineAccumulator, TokenGeometryAccumulator,
                                         upper_pair_sums)
 
@@ -138,15 +138,25 @@ def test_geometry_spectra_from_workers_match_and_pickle_resolved():
         assert now.finalize()[key] == pytest.approx(np.mean([r[key] for r in ref]), rel=1e-4)
 
 
-def test_worker_threads_leave_the_callers_thread_count_alone():
+def test_worker_threads_stay_single_threaded_and_leave_the_caller_alone():
     threads = torch.get_num_threads()
-    pool = spectrum_pool(2)
-    x = torch.randn(2, 10, 4, dtype=torch.float64)
-    gram, mean = gram_of_rows(x)
-    pool.submit(spectrum_from_gram, gram, mean, 10, x.square().sum(dim=(1, 2))).result()
+    pool = worker_pool(3)  # a pool of its own
     assert torch.get_num_threads() == threads
-    worker_threads = pool.executor.submit(torch.get_num_threads).result()
-    assert worker_threads == 1
+    # torch takes a thread's count at its first parallel operation, from a process-wide default that
+    # set_num_threads anywhere changes: the probe toggles it in the main thread while workers run
+    torch.set_num_threads(1)
+    torch.set_num_threads(max(threads, 2))
+    try:
+        def first_parallel_operation():
+            torch.zeros(1 << 20).add_(1)
+            return torch.get_num_threads()
+
+        assert {pool.executor.submit(first_parallel_operation).result() for _ in range(6)} == {1}
+        x = torch.randn(2, 10, 4, dtype=torch.float64)
+        gram, mean = gram_of_rows(x)
+        assert set(pool.submit(spectrum_from_gram, gram, mean, 10, x.square().sum(dim=(1, 2))).result()) == set(SPECTRAL_KEYS)
+    finally:
+        torch.set_num_threads(threads)
 
 
 @pytest.mark.slow

@@ -28,7 +28,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import torch
 
 __all__ = ["SPECTRAL_KEYS", "TOP_EIGEN_RTOL", "gram_of_rows", "centred_gram", "top_eigenvalue",
-           "spectrum_from_gram", "spectrum_of_rows", "spectrum_of_products", "spectrum_pool"]
+           "spectrum_from_gram", "spectrum_of_rows", "spectrum_of_products", "WorkerPool", "worker_pool"]
 
 SPECTRAL_KEYS = ("mev", "sv_entropy", "effective_rank", "hf_lf_ratio")
 TOP_EIGEN_RTOL = 1e-7  # residual bound of the top Ritz value, relative: |lambda_max - theta| <= rtol * theta
@@ -150,31 +150,47 @@ def spectrum_of_products(upper: torch.Tensor, counted: torch.Tensor, norms: torc
     return spectrum_from_gram(gram.unsqueeze(0), mean.unsqueeze(0), len(index), trace)
 
 
-class _Pool:
-    """A thread pool whose workers each use one torch thread (set once, when the worker starts)."""
+class WorkerPool:
+    """Threads that each use one torch thread (set once, when the worker starts), for independent jobs:
+    they share the cores without the barriers of multi-threaded operations."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="condense-spectrum",
-                                           initializer=torch.set_num_threads, initargs=(1,))
+        threads = torch.get_num_threads()
+        ready = threading.Barrier(workers + 1)
+        self.executor = ThreadPoolExecutor(workers, thread_name_prefix="condense-worker",
+                                           initializer=_start_worker, initargs=(ready,))
+        for _ in range(workers):  # every thread now, each blocked in its initializer until all are ready
+            self.executor.submit(int)
+        ready.wait()
+        torch.set_num_threads(threads)  # the workers' setting is also torch's default for new threads
 
     def submit(self, function, *tensors: torch.Tensor | int) -> Future:
         """Queue ``function`` (one of this module's ``spectrum_*``) on CPU copies of its arguments."""
         return self.executor.submit(function, *(t.cpu() if isinstance(t, torch.Tensor) else t for t in tensors))
 
 
-_pools: dict[int, _Pool] = {}
+def _start_worker(ready: threading.Barrier) -> None:
+    # torch reads its thread count for a thread at that thread's first parallel operation (from a
+    # process-wide default that any thread's set_num_threads changes): do one first, then set 1
+    torch.zeros(1 << 16).add_(1)
+    torch.set_num_threads(1)
+    ready.wait()
+
+
+_pools: dict[int, WorkerPool] = {}
 _pools_lock = threading.Lock()
 os.register_at_fork(after_in_child=_pools.clear)  # a forked child has none of the parent's threads
 
 
-def spectrum_pool(workers: int | None = None) -> _Pool:
-    """The process's spectrum worker pool of ``workers`` threads (default: torch's thread count).
+def worker_pool(workers: int | None = None) -> WorkerPool:
+    """The process's :class:`WorkerPool` of ``workers`` threads (default: torch's thread count).
 
-    ``submit(function, *tensors)`` returns a Future of the function's ``{key: [b] tensor}`` dict.
+    ``submit(spectrum_function, *tensors)`` returns a Future of the function's ``{key: [b] tensor}``
+    dict; ``executor`` takes any other job. Jobs must not wait for other jobs of the same pool.
     """
     workers = max(1, workers or torch.get_num_threads())
     with _pools_lock:
         if workers not in _pools:
-            _pools[workers] = _Pool(workers)
+            _pools[workers] = WorkerPool(workers)
         return _pools[workers]

@@ -17,7 +17,7 @@ import torch
 
 from condense.metrics.geometry import MASSIVE_FACTOR, NORM_FLOOR, cone_log10_sphere_fraction
 from condense.metrics.spectrum import (SPECTRAL_KEYS, gram_of_rows, spectrum_from_gram, spectrum_of_products,
-                                       spectrum_of_rows, spectrum_pool)
+                                       spectrum_of_rows, worker_pool)
 
 __all__ = [
     "HIST_BINS",
@@ -310,7 +310,8 @@ class TokenGeometryAccumulator:
         ``spectra``: ``"wait"`` computes the spectra in the worker threads and waits; ``"async"``
         leaves them running as Futures (resolved by :meth:`finalize` or when pickled), so an
         accelerator's forward pass goes on meanwhile; ``"defer"`` only prepares them, for
-        :meth:`start_spectra` to hand to the workers later (all layers of a batch at once).
+        :meth:`start_spectra` to hand to the workers later (all layers of a batch at once);
+        ``"inline"`` computes them in this thread (for a caller that is itself a worker).
         """
         keep = mask.sum(dim=1) >= 2
         if not bool(keep.all()):
@@ -331,7 +332,9 @@ class TokenGeometryAccumulator:
         jobs = self._spectrum_jobs(hidden[:take], mask[:take], norms[:take],
                                    None if unit_upper is None else unit_upper[:take]) if take else []
         batch["spectra"] = jobs
-        if spectra != "defer":
+        if spectra == "inline":
+            batch["spectra"] = [function(*arguments) for function, *arguments in jobs]
+        elif spectra != "defer":
             self.start_spectra(batch)
             if spectra == "wait":
                 batch["spectra"] = [f.result() for f in batch["spectra"]]
@@ -340,7 +343,7 @@ class TokenGeometryAccumulator:
     @staticmethod
     def start_spectra(batch: dict) -> None:
         """Hand a measured batch's prepared spectra to the worker threads (Futures in their place)."""
-        pool = spectrum_pool()
+        pool = worker_pool()
         batch["spectra"] = [pool.submit(*job) if isinstance(job, tuple) else job for job in batch["spectra"]]
 
     def add(self, batch: dict) -> None:

@@ -10,6 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from condense.errors import CondenseError
+from condense.metrics.spectrum import WorkerPool
 from condense.probing.corpus import TokenSequence
 
 __all__ = ["Batch", "make_batch", "forward_batches", "auto_batch_start", "is_out_of_memory", "CPU_TOKENS_PER_BATCH"]
@@ -82,12 +83,15 @@ def auto_batch_start(num_seqs: int, max_length: int, hidden_size: int, n_layers:
 
 def forward_batches(reader, sequences: list[TokenSequence], batch_size: int, auto: bool, pad_id: int,
                     layers: list[int], drop_special: bool, drop_first: bool, quiet: bool, label: str,
-                    used: dict, measure: Callable[[Batch, int, torch.Tensor], Any],
-                    start: int = 0) -> Iterator[tuple[Batch, dict[int, Any]]]:
+                    used: dict, measure: Callable[[Batch, int, torch.Tensor], Any], start: int = 0,
+                    workers: WorkerPool | None = None) -> Iterator[tuple[Batch, dict[int, Any]]]:
     """Yield (batch, {entry: measure(batch, entry, hidden states)}) over all sequences.
 
-    ``measure`` runs inside the forward pass as each selected entry is computed, so only one
-    layer's hidden states are alive at a time; what it returns (small sums) is collected per batch.
+    Without ``workers``, ``measure`` runs inside the forward pass as each selected entry is computed,
+    so only one layer's hidden states are alive at a time. With ``workers`` (a CPU batch whose selected
+    layers together are no bigger than the floor's ``output_hidden_states``), the forward pass keeps
+    them and the workers measure the layers in parallel after it, each on one thread, so every core
+    is busy and none waits at a barrier. What ``measure`` returns (small sums) is collected per batch.
     With ``auto``, an out-of-memory error (in the forward or in ``measure``) drops the batch's
     partial results, halves the batch size and retries the same batch; ``used["batch_size"]``
     ends as the size that fitted. ``start`` skips sequences already done.
@@ -101,8 +105,14 @@ def forward_batches(reader, sequences: list[TokenSequence], batch_size: int, aut
             batch = make_batch(chunk, lo, pad_id, reader.input_device, drop_special, drop_first)
             measured: dict[int, Any] = {}
             try:
-                reader.read(batch.ids, batch.attention, layers,
-                            lambda i, hidden: measured.__setitem__(i, measure(batch, i, hidden)))
+                if workers is None:
+                    reader.read(batch.ids, batch.attention, layers,
+                                lambda i, hidden: measured.__setitem__(i, measure(batch, i, hidden)))
+                else:
+                    held: dict[int, torch.Tensor] = {}
+                    reader.read(batch.ids, batch.attention, layers, held.__setitem__)
+                    jobs = {i: workers.executor.submit(measure, batch, i, held.pop(i)) for i in sorted(held)}
+                    measured = {i: job.result() for i, job in jobs.items()}
             except Exception as err:
                 if not is_out_of_memory(err):
                     raise

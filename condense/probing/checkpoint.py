@@ -112,6 +112,8 @@ def save_checkpoint(path: Path, key: dict[str, Any], state: dict[str, Any]) -> N
     os.close(fd)
     try:
         torch.save({"format": CHECKPOINT_FORMAT, "key": key, **state}, tmp)
+        with open(tmp, "rb+") as written:  # on disk before it replaces the last good one (power cuts)
+            os.fsync(written.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

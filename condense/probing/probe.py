@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from condense.errors import CondenseError
+from condense.metrics.spectrum import worker_pool
 from condense.metrics.streaming import PaperCosineAccumulator, PooledCosineAccumulator, TokenGeometryAccumulator
 from condense.metrics.trend import bootstrap_mean_cos, depth_trend, gaussian_baseline, last_layers_means
 from condense.probing.batching import Batch, auto_batch_start, forward_batches
@@ -31,6 +32,7 @@ __all__ = ["ProbeSettings", "probe", "probe_loaded"]
 AGGREGATES = ("pooled", "paper")
 CENTERS = ("none", "sequence", "corpus")
 NONFINITE = ("error", "exclude")
+HOLD_LIMIT = 512 << 20  # bytes of a CPU batch's selected layers that may wait for the worker threads
 BASELINE_KEYS = ("mean_cos", "std_cos", "q05_cos", "q95_cos", "mean_pair_angle_deg", "cone_half_angle_mean_deg",
                  "cone_log10_sphere_fraction", "mev", "effective_rank", "hf_lf_ratio")
 
@@ -145,6 +147,15 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
     earlier_seconds = state["elapsed"]  # probing time of the sessions before a resume
     used: dict = {"batch_size": state["batch_size"]} if state["batch_size"] else {}
 
+    # CPU: the forward pass keeps a batch's selected layers (no more than the floor's output_hidden_states
+    # of one 512-token sequence, with the default batch size) and worker threads measure them in parallel
+    # after it; accelerators: each layer is measured as its hook fires, spectra in CPU workers meanwhile
+    held_bytes = (cfg.batch_size if isinstance(cfg.batch_size, int) else 1) * cfg.max_length * dim * 4 * len(layers)
+    on_cpu = reader.input_device.type == "cpu"
+    workers = worker_pool() if on_cpu and (cfg.batch_size == "auto" or held_bytes <= HOLD_LIMIT) else None
+    spectra = "inline" if workers else "defer" if on_cpu else "async"
+
+    @torch.inference_mode()
     @_one_thread
     def measure(batch: Batch, i: int, hidden: torch.Tensor) -> tuple[dict, dict]:
         h, mask, attention, norms = _prepare(hidden, batch, cfg, i, geometry_dtype, center)
@@ -155,9 +166,6 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
         else:  # the spectrum's Gram matrices come from the pair products (pooled mode counts the same tokens)
             pairs = cosine[i].measure(unit, mask, keep=geometry[i].spectrum_rows(mask))
             upper = pairs.pop("upper", None)
-        # on the CPU the spectra wait for the end of the batch, then use every core without competing with
-        # the forward pass; on an accelerator, CPU worker threads compute them while the forward goes on
-        spectra = "defer" if h.device.type == "cpu" else "async"
         return pairs, geometry[i].measure(h, mask, batch.positions, unit, norms, upper, spectra=spectra)
 
     def save() -> None:
@@ -167,12 +175,12 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
 
     with stop_requests() as stop:
         for batch, measured in _forward_batches(reader, loaded, sequences, cfg, layers, quiet, "probing", used,
-                                                measure, start=state["done"]):
-            spectra = [measured[i][1] for i in layers]
-            for part in spectra:
-                TokenGeometryAccumulator.start_spectra(part)
-            if reader.input_device.type == "cpu":
-                for part in spectra:
+                                                measure, start=state["done"], workers=workers):
+            if spectra == "defer":  # all layers' spectra at once, on every core, before the next forward pass
+                parts = [measured[i][1] for i in layers]
+                for part in parts:
+                    TokenGeometryAccumulator.start_spectra(part)
+                for part in parts:
                     part["spectra"] = [job.result() for job in part["spectra"]]
             for i in layers:  # a batch counts only once every selected layer of it was measured
                 cosine[i].add(measured[i][0])
@@ -221,7 +229,8 @@ def _one_thread(function):
     return single
 
 
-def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label, used, measure, start: int = 0):
+def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label, used, measure, start: int = 0,
+                     workers=None):
     tok = loaded.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
     auto = cfg.batch_size == "auto"
@@ -229,7 +238,7 @@ def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label, used,
                             reader.input_device) if auto else cfg.batch_size
     yield from forward_batches(reader, sequences, used.get("batch_size", size), auto, pad_id, layers,
                                cfg.aggregate == "pooled" and not cfg.keep_special_tokens,
-                               cfg.exclude_first_token, quiet, label, used, measure, start)
+                               cfg.exclude_first_token, quiet, label, used, measure, start, workers)
 
 
 def _prepare(h, batch, cfg, layer, dtype, center):
