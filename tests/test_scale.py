@@ -35,6 +35,34 @@ def test_auto_batch_backs_off_and_matches_fixed_batch(tiny_gpt2, docs_jsonl, oom
     np.testing.assert_allclose(auto.layers["mean_cos"], fixed.layers["mean_cos"], atol=1e-7)
 
 
+@pytest.mark.parametrize("hold_limit", [0, 1 << 30])  # layers measured in the hooks, or by workers afterwards
+def test_out_of_memory_half_way_through_a_batch_drops_its_partial_results(tiny_gpt2, docs_jsonl, monkeypatch,
+                                                                          hold_limit):
+    """The allocator fails after two layers of a batch were already handed over: nothing of that batch
+    may count, the retry at half the size must give the numbers of a run at that size."""
+    real = HiddenStateReader.read
+
+    def read(self, ids, attention, layers, consume):
+        taken = []
+
+        def flaky(i, hidden):
+            if ids.shape[0] > 2 and len(taken) == 2:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            taken.append(i)
+            consume(i, hidden)
+
+        return real(self, ids, attention, layers, flaky)
+
+    monkeypatch.setattr(HiddenStateReader, "read", read)
+    monkeypatch.setattr("condense.probing.probe.HOLD_LIMIT", hold_limit)
+    monkeypatch.setattr("condense.probing.probe.auto_batch_start", lambda *args: 6)
+    auto = condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), batch_size="auto", **SMALL)
+    assert auto.run["batch_size_used"] == 2
+    fixed = condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), batch_size=2, **SMALL)
+    assert list(auto.layers["n_pairs"]) == list(fixed.layers["n_pairs"])
+    np.testing.assert_allclose(auto.layers["mean_cos"], fixed.layers["mean_cos"], atol=1e-7)
+
+
 def test_fixed_batch_out_of_memory_is_one_clear_error(tiny_gpt2, docs_jsonl, oom_above_two):
     with pytest.raises(CondenseError, match="out of memory at batch size 4; try --batch-size auto"):
         condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), batch_size=4, **SMALL)

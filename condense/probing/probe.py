@@ -147,12 +147,12 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
     earlier_seconds = state["elapsed"]  # probing time of the sessions before a resume
     used: dict = {"batch_size": state["batch_size"]} if state["batch_size"] else {}
 
-    # CPU: the forward pass keeps a batch's selected layers (no more than the floor's output_hidden_states
-    # of one 512-token sequence, with the default batch size) and worker threads measure them in parallel
+    # CPU: the forward pass keeps a batch's selected layers (with the default batch size, what the floor's
+    # output_hidden_states keeps for one 512-token sequence) and worker threads measure them in parallel
     # after it; accelerators: each layer is measured as its hook fires, spectra in CPU workers meanwhile
-    held_bytes = (cfg.batch_size if isinstance(cfg.batch_size, int) else 1) * cfg.max_length * dim * 4 * len(layers)
     on_cpu = reader.input_device.type == "cpu"
-    workers = worker_pool() if on_cpu and (cfg.batch_size == "auto" or held_bytes <= HOLD_LIMIT) else None
+    held_bytes = _batch_size(cfg, sequences, loaded, reader) * cfg.max_length * dim * 4 * len(layers)
+    workers = worker_pool() if on_cpu and held_bytes <= HOLD_LIMIT else None
     spectra = "inline" if workers else "defer" if on_cpu else "async"
 
     @torch.inference_mode()
@@ -229,14 +229,20 @@ def _one_thread(function):
     return single
 
 
+def _batch_size(cfg, sequences, loaded, reader) -> int:
+    """The batch size a run starts with: ``--batch-size``, or what ``auto`` picks first."""
+    if cfg.batch_size != "auto":
+        return cfg.batch_size
+    return auto_batch_start(len(sequences), cfg.max_length, loaded.info["hidden_size"], reader.n_entries,
+                            reader.input_device)
+
+
 def _forward_batches(reader, loaded, sequences, cfg, layers, quiet, label, used, measure, start: int = 0,
                      workers=None):
     tok = loaded.tokenizer
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)
-    auto = cfg.batch_size == "auto"
-    size = auto_batch_start(len(sequences), cfg.max_length, loaded.info["hidden_size"], reader.n_entries,
-                            reader.input_device) if auto else cfg.batch_size
-    yield from forward_batches(reader, sequences, used.get("batch_size", size), auto, pad_id, layers,
+    size = used.get("batch_size") or _batch_size(cfg, sequences, loaded, reader)
+    yield from forward_batches(reader, sequences, size, cfg.batch_size == "auto", pad_id, layers,
                                cfg.aggregate == "pooled" and not cfg.keep_special_tokens,
                                cfg.exclude_first_token, quiet, label, used, measure, start, workers)
 
