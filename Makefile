@@ -20,8 +20,8 @@ demo: install
 test: install-test
 	$(PY) -m pytest -q
 
-bench: install
-	$(PY) benchmarks/bench_probe.py --quick --models tiny-gpt2
+bench: install                          # CPU: idle, beside a busy process, memory (~1 h on 2 idle cores)
+	$(PY) benchmarks/bench_probe.py
 
 figures: install
 	$(PY) figures/make_figures.py
