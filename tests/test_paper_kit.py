@@ -164,6 +164,10 @@ def test_matching_by_hub_id_corpus_fallback_pairs_and_failed_sweep_runs(tmp_path
     (runs / "summary.csv").write_text("model,corpus,status,error,seconds,spearman,kendall,last_half_mean_cos,folder\n"
                                       "Qwen/Qwen3-32B,wikipedia,failed,CUDA out of memory,1.0,,,,/gone\n")
     report = check_runs([runs], pairs=[(runs / "coder", "Qwen/Qwen2.5-0.5B")]).set_index(["id", "run"], drop=False)
+    # pairing a run with its own model's row is explicit, not a proxy
+    own = check_runs([runs / "legacy"], pairs=[("legacy", "gpt2@imdb")])
+    assert list(own[own["run"] != ""]["id"]) == ["gpt2@imdb"] and not own["proxy"].any()
+    assert own.set_index("id").loc["gpt2@imdb", "notes"] == "corpus wikipedia (paper: imdb)"
 
     legacy = report.loc[("gpt2@wikipedia", str(runs / "legacy"))]
     assert legacy["status"] == "outside"  # rho 0.30 vs 0.38 is inside, but tau 0.10 vs 0.26 is not
