@@ -341,7 +341,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, one_run, monk
         ([], "no runs to check"),
     ]
     for args, expected in cases:
-        code, stdout, stderr = cli(monkeypatch, capsys, "paper", "check", *args, "--out", out)
+        code, _, stderr = cli(monkeypatch, capsys, "paper", "check", *args, "--out", out)
         assert code == 2, (args, stderr)
         assert stderr.startswith("condense: error: ") and expected in stderr and stderr.count("\n") == 1, (args, stderr)
         assert not out.exists() and not [f for f in tmp_path.iterdir() if f.name.startswith(".")]

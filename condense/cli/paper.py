@@ -12,6 +12,7 @@ import click
 
 from condense.cli.app import cli
 from condense.errors import CondenseError
+from condense.reproduce import DEFAULT_TOLERANCE
 
 __all__ = ["paper"]
 
@@ -49,7 +50,7 @@ def table(family: str | None, out: Path | None) -> None:
 @click.argument("runs", nargs=-1, type=click.Path(path_type=Path))
 @click.option("--table", "table_path", type=click.Path(path_type=Path), default=None,
               help="CSV of expected values (columns id, model, dataset, spearman, ...); default: the paper's.")
-@click.option("--tolerance", type=float, default=0.1, show_default=True,
+@click.option("--tolerance", type=float, default=DEFAULT_TOLERANCE, show_default=True,
               help="Largest |ours - paper| of Spearman (and Kendall, where given) counted as inside.")
 @click.option("--pair", "pairs", multiple=True, metavar="RUN=ROW",
               help="Compare run folder RUN with paper row ROW (a row id or hub id), e.g. a stand-in model. Repeatable.")

@@ -62,7 +62,10 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise CondenseError(f"table {str(path)!r} has no rows")
     table = raw.assign(**{c: str(v) for c, v in _DEFAULTS.items() if c not in raw.columns})
     table = table[list(TABLE_COLUMNS)].apply(lambda col: col.str.strip())
-    where = lambda n: f"table {str(path)!r} row {n + 2}"  # noqa: E731  (row 1 of the file is the header)
+
+    def where(n: int) -> str:
+        return f"table {str(path)!r} row {n + 2}"  # row 1 of the file is the header
+
     for n, row in table.iterrows():
         if not row["id"]:
             raise CondenseError(f"{where(n)} has an empty id; give every row a unique id such as gpt2@wikipedia")
