@@ -163,7 +163,8 @@ def hidden_size(model: torch.nn.Module) -> int:
                         + _HIDDEN_STATES_HELP)
 
 
-def from_memory(model: torch.nn.Module, tokenizer: Any, name: str | None = None) -> LoadedModel:
+def from_memory(model: torch.nn.Module, tokenizer: Any, name: str | None = None,
+                verify: bool = True) -> LoadedModel:
     """A :class:`LoadedModel` for probing the model object ``model`` with ``tokenizer``, in place.
 
     ``LoadedModel.model`` is ``model``'s own base module (``PreTrainedModel.base_model``, after
@@ -171,7 +172,8 @@ def from_memory(model: torch.nn.Module, tokenizer: Any, name: str | None = None)
     run. ``name`` labels the run (default: the config's ``_name_or_path``, else the class name).
     Checks, each a CondenseError: ``model`` is a Hugging Face model with ``config.num_hidden_layers``;
     the tokenizer fits its vocabulary (:func:`check_tokenizer`); a two-token forward pass in eval
-    mode returns ``num_hidden_layers + 1`` hidden states of the model's width.
+    mode returns ``num_hidden_layers + 1`` hidden states of the model's width (``verify=False``
+    skips this forward pass, for a model already verified).
     """
     if not isinstance(model, torch.nn.Module):
         raise CondenseError(f"model of type {type(model).__name__} is neither a model name nor a torch.nn.Module; "
@@ -182,7 +184,8 @@ def from_memory(model: torch.nn.Module, tokenizer: Any, name: str | None = None)
     core = getattr(inner, "base_model", inner)  # the model without its head (itself for a base model)
     check_tokenizer(tokenizer, core)
     facts = model_facts(model, inner, core)
-    _check_hidden_states(core, tokenizer, facts["num_layers"], facts["hidden_size"])
+    if verify:
+        _check_hidden_states(core, tokenizer, facts["num_layers"], facts["hidden_size"])
     label = name or facts["name_or_path"] or type(inner).__name__
     tokenizer_facts = {"tokenizer_source": getattr(tokenizer, "name_or_path", None) or None,
                        "tokenizer_class": type(tokenizer).__name__, "tokenizer_size": len(tokenizer)}

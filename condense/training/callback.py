@@ -96,4 +96,7 @@ class CondensationCallback(TrainerCallback):
         processing = kwargs.get("processing_class")  # a tokenizer, or a processor holding one
         tokenizer = self.monitor.tokenizer or getattr(processing, "tokenizer", processing)
         scalars = self.monitor(kwargs["model"], step, tokenizer=tokenizer, save=state.is_world_process_zero)
+        # Trainer.log clears control.should_log, which would swallow the loss log due at this step
+        pending = self._trainer.control.should_log
         self._trainer.log({f"{self.prefix}{key}": value for key, value in scalars.items()})
+        self._trainer.control.should_log = pending

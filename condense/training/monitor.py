@@ -20,6 +20,7 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
+from condense.metrics.trend import last_layers_means
 from condense.models import from_memory, probing_mode, unwrap_model
 from condense.probing.corpus import TokenSequence, build_sequences, is_corpus_spec, read_documents, texts_corpus
 from condense.probing.probe import ProbeSettings, probe_loaded
@@ -35,21 +36,20 @@ def condensation_scalars(result: ProbeResult, lm_loss: float | None = None, per_
                          prefix: str = "condense/") -> dict[str, float]:
     """The scalars of one probe, keyed for a training logger (TensorBoard tags, W&B keys).
 
-    ``{prefix}mean_cos_last_half`` (mean of ``mean_cos`` over the later half of the layers, the
-    trend's ``last_half``), ``{prefix}spearman``, ``{prefix}kendall`` (depth trend of
-    ``mean_cos``), ``{prefix}cone_half_angle_deg_last_half`` (mean over the same layers of
-    ``cone_half_angle_mean_deg``), with ``per_layer`` also ``{prefix}mean_cos/layer_NN`` and
-    ``{prefix}cone_half_angle_deg/layer_NN`` for every probed layer (NN = hidden-state index, two
-    digits or more), and with ``lm_loss`` ``{prefix}heldout_lm_loss``. A NaN (e.g. Spearman of
-    constant means) stays NaN.
+    ``{prefix}mean_cos_last_half`` (the trend's ``last_half``: mean of ``mean_cos`` over the last
+    ``max(1, n // 2)`` of the ``n`` probed layers), ``{prefix}spearman``, ``{prefix}kendall``
+    (depth trend of ``mean_cos``), ``{prefix}cone_half_angle_deg_last_half`` (mean of
+    ``cone_half_angle_mean_deg`` over the same layers); with ``per_layer`` also
+    ``{prefix}mean_cos/layer_NN`` and ``{prefix}cone_half_angle_deg/layer_NN`` for every probed
+    layer (NN = hidden-state index, two digits or more); with ``lm_loss``
+    ``{prefix}heldout_lm_loss``. A NaN (e.g. Spearman of constant means) stays NaN.
     """
     table = result.layers
-    half = len(table) // 2  # the later half, as `last_half` of the trend counts it
     cone = table["cone_half_angle_mean_deg"].to_numpy(dtype=float)
     out = {f"{prefix}mean_cos_last_half": float(result.trend["last_half"]),
            f"{prefix}spearman": float(result.trend["spearman"]),
            f"{prefix}kendall": float(result.trend["kendall"]),
-           f"{prefix}cone_half_angle_deg_last_half": float(cone[half:].mean())}
+           f"{prefix}cone_half_angle_deg_last_half": last_layers_means(cone)["last_half"]}
     if lm_loss is not None:
         out[f"{prefix}heldout_lm_loss"] = float(lm_loss)
     if per_layer:
@@ -147,6 +147,7 @@ class CondensationMonitor:
                                           **{"spectrum_seqs": 0, **settings})
             self.settings.validate()
         self.history = ProbeHistory(label=name or "")
+        self._verified: torch.nn.Module | None = None  # the model whose hidden states were checked
 
     def _documents(self):
         if self._texts is not None:
@@ -160,7 +161,8 @@ class CondensationMonitor:
         ``save=False`` skips the run folder (on processes other than the main one).
         """
         tokenizer = tokenizer or self.tokenizer
-        loaded = from_memory(model, tokenizer, self.name)
+        loaded = from_memory(model, tokenizer, self.name, verify=self._verified is not model)
+        self._verified = model
         base = loaded.info["model"]
         loaded.info.update(model=f"{base}@step{step}", training_step=step)
         self.history.label = self.history.label or base
