@@ -153,6 +153,9 @@ def test_texts_in_memory_equal_the_same_texts_from_a_file(tiny_gpt2, tokenizer, 
     assert from_dataset.run["corpus_texts"]["column"] == "body" and from_dataset.run["corpus_texts"]["sha256"] == digest
     from_column = condense.probe(str(tiny_gpt2), corpus=dataset["body"], **SMALL)
     _assert_same_numbers(from_column, from_file)
+    shuffled = condense.probe(str(tiny_gpt2), corpus=texts, shuffle=True, seed=3, **SMALL)
+    _assert_same_numbers(shuffled, condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), shuffle=True, seed=3, **SMALL))
+    assert shuffled.run["token_hash"] != from_file.run["token_hash"]
 
 
 def test_texts_hash_is_sha256_of_length_prefixed_utf8():

@@ -64,18 +64,18 @@ def test_trainer_callback_logs_to_tensorboard_matching_the_run_folders(tiny_gpt2
     plain = _trainer(tiny_gpt2, tokenizer, tmp_path / "plain")
     plain.train()
     trainer = _trainer(tiny_gpt2, tokenizer, tmp_path / "watched", report_to="tensorboard")
-    callback = CondensationCallback(heldout, every=2, save_dir=tmp_path / "probes", **PROBE).attach(trainer)
+    callback = CondensationCallback(heldout, every=3, save_dir=tmp_path / "probes", **PROBE).attach(trainer)
     trainer.train()
     # Probing runs in eval mode on forked generators: training (with dropout) is exactly as without it.
     assert _losses(trainer) == _losses(plain) and len(_losses(plain)) == 4
 
-    assert callback.history.probes["step"].tolist() == [0, 2, 4]
+    assert callback.history.probes["step"].tolist() == [0, 3, 4]  # the start, every 3, and the last step
     written = pd.read_csv(tmp_path / "probes" / "probes.csv")
-    assert written["step"].tolist() == [0, 2, 4] and (tmp_path / "probes" / "steps.png").stat().st_size > 10_000
+    assert written["step"].tolist() == [0, 3, 4] and (tmp_path / "probes" / "steps.png").stat().st_size > 10_000
     events = EventAccumulator(str(tmp_path / "tb"))
     events.Reload()
     scalars = {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
-    for step in (0, 2, 4):
+    for step in (0, 3, 4):
         folder = tmp_path / "probes" / f"step_{step:06d}"
         layers = pd.read_csv(folder / "layers.csv")
         run = json.loads((folder / "run.json").read_text())
@@ -134,6 +134,16 @@ def test_monitor_in_a_hand_written_loop_equals_a_direct_probe(tiny_gpt2, tokeniz
     events.Reload()
     assert [e.step for e in events.Scalars("train/condense/spearman")] == [0, 2]
     assert monitor.history.label == "tiny" and monitor.history.results[2].run["model"] == "tiny@step2"
+    # the held-out LM loss: token-weighted mean of the model's own loss on each probed sequence
+    from condense.probing.corpus import Document, build_sequences
+
+    sequences = build_sequences([Document(str(i), t) for i, t in enumerate(heldout)], tokenizer, 32, 3)
+    model.eval()
+    with torch.no_grad():
+        losses = [(float(model(input_ids=torch.tensor([s.input_ids]), labels=torch.tensor([s.input_ids])).loss),
+                   len(s.input_ids) - 1) for s in sequences]
+    expected = sum(loss * n for loss, n in losses) / sum(n for _, n in losses)
+    assert monitor.history.probes.set_index("step").loc[2, "heldout_lm_loss"] == pytest.approx(expected, rel=1e-5)
 
 
 def _result(mean_cos, cone, spearman=0.5, kendall=0.25) -> ProbeResult:

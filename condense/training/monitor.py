@@ -10,8 +10,6 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from condense.models import from_memory, probing_mode, unwrap_model
 from condense.probing.corpus import TokenSequence, build_sequences, is_corpus_spec, read_documents, texts_corpus
 from condense.probing.probe import ProbeSettings, probe_loaded
 from condense.results import ProbeResult
+from condense.results.atomic import atomic_file
 
 __all__ = ["PROBE_COLUMNS", "ProbeHistory", "CondensationMonitor", "condensation_scalars", "probe_row",
            "heldout_lm_loss", "is_causal_lm"]
@@ -187,7 +186,8 @@ class CondensationMonitor:
                                ).sort_values("step", ignore_index=True)
         if self.save_dir is not None and save:
             result.save(self.save_dir / f"step_{step:06d}")
-            _write_csv(self.history.probes, self.save_dir / "probes.csv")
+            with atomic_file(self.save_dir / "probes.csv") as tmp:
+                self.history.probes.to_csv(tmp, index=False, float_format="%.8g")
         return condensation_scalars(result, lm_loss, self.per_layer)
 
     def finish(self) -> Path | None:
@@ -195,30 +195,8 @@ class CondensationMonitor:
         None without ``save_dir`` or probes."""
         if self.save_dir is None or not self.history.results:
             return None
-        import matplotlib.pyplot as plt
-
+        from condense.api import save_figure
         from condense.plotting.steps import steps_figure
 
-        fig = steps_figure([self.history], labels=[self.history.label])
-        out = self.save_dir / "steps.png"
-        fd, tmp = tempfile.mkstemp(prefix=".steps-", suffix=".png", dir=self.save_dir)
-        os.close(fd)
-        try:
-            fig.savefig(tmp, dpi=150, bbox_inches="tight")
-            os.replace(tmp, out)
-        finally:
-            Path(tmp).unlink(missing_ok=True)
-            plt.close(fig)
-        return out
-
-
-def _write_csv(table: pd.DataFrame, path: Path) -> None:
-    """Write ``table`` to ``path`` through a temporary file and a rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".csv", dir=path.parent)
-    os.close(fd)
-    try:
-        table.to_csv(tmp, index=False, float_format="%.8g")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return save_figure(steps_figure([self.history], labels=[self.history.label]), self.save_dir / "steps.png",
+                           dpi=150)
