@@ -94,7 +94,8 @@ class CondensationCallback(TrainerCallback):
             return
         self._probed.add(step)
         processing = kwargs.get("processing_class")  # a tokenizer, or a processor holding one
-        tokenizer = self.monitor.tokenizer or getattr(processing, "tokenizer", processing)
+        tokenizer = self.monitor.tokenizer if self.monitor.tokenizer is not None else getattr(
+            processing, "tokenizer", processing)
         scalars = self.monitor(kwargs["model"], step, tokenizer=tokenizer, save=state.is_world_process_zero)
         # Trainer.log clears control.should_log, which would swallow the loss log due at this step
         pending = self._trainer.control.should_log

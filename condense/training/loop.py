@@ -106,6 +106,7 @@ def train(loaded: LoadedModel, cfg: FinetuneSettings, inputs: TrainingInputs, ch
     batches = block_batches(inputs.blocks, cfg.batch_size, cfg.seed, start=run["step"])
     hook = attach_dispersion(model, inputs.where, dispersion) if dispersion is not None else None
     model.train()
+    checkpointer.start()
     try:
         with stop_requests() as stop:
             if run["step"] in probe_steps and run["step"] not in run["results"]:

@@ -159,7 +159,7 @@ class CondensationMonitor:
 
         ``save=False`` skips the run folder (on processes other than the main one).
         """
-        tokenizer = tokenizer or self.tokenizer
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
         loaded = from_memory(model, tokenizer, self.name, verify=self._verified is not model)
         self._verified = model
         base = loaded.info["model"]

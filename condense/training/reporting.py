@@ -66,8 +66,8 @@ class TrainingReporter:
         except (ImportError, RuntimeError) as err:
             raise CondenseError(f"--report-to {name} is not available here ({first_line(err)}); "
                                 f"pip install {name}, or use --report-to none") from None
-        self.args = TrainingArguments(output_dir=str(self.logging_dir), report_to=self.names or "none",
-                                      logging_steps=1)
+        self.args = TrainingArguments(output_dir=str(self.logging_dir), report_to=self.names,
+                                      logging_steps=1) if self.callbacks else None
         self.state = TrainerState()
         self.control = TrainerControl()
         self._objects = {"model": model, "processing_class": tokenizer}

@@ -62,6 +62,10 @@ class Checkpointer:
         self.seconds_saving = 0.0
         self.saves = 0
 
+    def start(self) -> None:
+        """Start the interval now (when training starts, not when the run was set up)."""
+        self.last = time.monotonic()
+
     def due(self) -> bool:
         """Whether the interval has passed since the last save (or the start)."""
         return self.every > 0 and time.monotonic() - self.last >= self.every
