@@ -159,6 +159,8 @@ BAD = [
     (["MODEL", "--out", "AFILE"], "is an existing file"),
     (["MODEL", "--out", "NOT_FT"], "is a non-empty folder that is not a"),
     (["no-such-model-xyz"], "no-such-model-xyz"),
+    (["MODEL", "--report-to", "tensorbord"], "bad --report-to 'tensorbord': use none or"),
+    (["MODEL", "--checkpoint-every", -1], "bad --checkpoint-every -1.0"),
 ]
 
 
