@@ -135,7 +135,7 @@ def model_facts(model: torch.nn.Module, inner: torch.nn.Module, core: torch.nn.M
         "probed_class": type(core).__name__,
         "model_type": getattr(config, "model_type", None),
         "num_layers": int(num_hidden_layers(core)),
-        "hidden_size": hidden_size(core),
+        "hidden_size": _hidden_size(core),
         "parameters": int(sum(p.numel() for p in params)),
         "trainable_parameters": int(sum(p.numel() for p in params if p.requires_grad)),
         "dtype": dtypes[0] if len(dtypes) == 1 else dtypes,
@@ -151,7 +151,7 @@ def model_facts(model: torch.nn.Module, inner: torch.nn.Module, core: torch.nn.M
     return facts
 
 
-def hidden_size(model: torch.nn.Module) -> int:
+def _hidden_size(model: torch.nn.Module) -> int:
     """Width of the hidden states: ``config.hidden_size`` (or ``n_embd``, or the text config's)."""
     config = model.config
     text = config.get_text_config() if hasattr(config, "get_text_config") else config

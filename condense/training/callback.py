@@ -69,6 +69,7 @@ class CondensationCallback(TrainerCallback):
         return self
 
     def on_train_begin(self, args, state, control, **kwargs):
+        """Check the binding; probe the starting point (``at_start``)."""
         if self._trainer is None:
             raise CondenseError("CondensationCallback needs the trainer to log through: use "
                                 "CondensationCallback(...).attach(trainer) instead of callbacks=[...]")
@@ -76,15 +77,18 @@ class CondensationCallback(TrainerCallback):
             self._probe(state, kwargs)
 
     def on_step_end(self, args, state, control, **kwargs):
+        """Probe every ``every`` optimizer steps and at the last one."""
         step = state.global_step
         if self.every is not None and (step % self.every == 0 or step == state.max_steps):
             self._probe(state, kwargs)
 
     def on_evaluate(self, args, state, control, **kwargs):
+        """Probe after an evaluation (``at_evaluate``), unless this step was probed already."""
         if self.at_evaluate:
             self._probe(state, kwargs)
 
     def on_train_end(self, args, state, control, **kwargs):
+        """Draw ``save_dir/steps.png`` (main process)."""
         if state.is_world_process_zero:
             self.monitor.finish()
 

@@ -94,6 +94,7 @@ class Checkpointer:
         self.saves += 1
 
     def exists(self) -> bool:
+        """Whether a checkpoint was saved (by this run or an interrupted one)."""
         return self.path.exists()
 
     def load(self, map_location: torch.device) -> dict[str, Any]:
