@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -13,7 +12,7 @@ from condense.errors import CondenseError
 from condense.probing.checkpoint import checkpoint_path_for
 from condense.probing.probe import ProbeSettings, probe
 from condense.results import ProbeResult
-from condense.results.atomic import check_writable_target
+from condense.results.atomic import atomic_file, check_writable_target
 
 __all__ = ["probe_to_folder", "rerun", "default_run_folder", "resolve_runs", "save_figure", "check_figure_path"]
 
@@ -93,19 +92,17 @@ def check_figure_path(out: str | Path) -> Path:
 
 
 def save_figure(fig, out: str | Path, dpi: int = 200) -> Path:
-    """Save ``fig`` to ``out`` (format from the suffix) via a temporary file and a rename."""
+    """Save ``fig`` to ``out`` (format from the suffix) via a temporary file and a rename.
+
+    A full disk, quota or read-only file system raises one-line :class:`StorageError`; no
+    partial file is left.
+    """
     import matplotlib.pyplot as plt
 
     out = check_figure_path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_file(out) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=out.suffix.lstrip(".").lower())
     finally:
         plt.close(fig)
     return out

@@ -52,6 +52,7 @@ from condense.api import default_run_folder, probe_to_folder
 from condense.errors import CondenseError
 from condense.probing.probe import ProbeSettings, probe
 from condense.results import ProbeResult
+from condense.results.atomic import StorageError, atomic_file
 
 __all__ = ["Run", "SUMMARY_COLUMNS", "EXECUTORS", "load_spec", "parse_spec", "run_sweep", "execute_run",
            "finished_run", "summary_frame"]
@@ -180,16 +181,19 @@ def run_sweep(runs: list[Run], out: str | Path, executor: str = "local", ray_add
             echo(f"[{len(records)}/{len(runs)}] skipped {run.folder} (finished with the same settings)")
     results = _ray_records(pending, out, ray_address) if executor == "ray" else (
         execute_run(run, str(out), quiet) for run in pending)
-    for record in results:
-        records[Path(record["folder"]).name] = record
-        error = f": {record['error']}" if record["error"] else ""
-        echo(f"[{len(records)}/{len(runs)}] {record['status']:7} {Path(record['folder']).name} "
-             f"{record['seconds']:.1f} s{error}")
+    try:
+        for record in results:
+            records[Path(record["folder"]).name] = record
+            error = f": {record['error']}" if record["error"] else ""
+            echo(f"[{len(records)}/{len(runs)}] {record['status']:7} {Path(record['folder']).name} "
+                 f"{record['seconds']:.1f} s{error}")
+    except StorageError as err:  # every later run would fail alike: stop, keep what is finished
+        finished = sum(r["status"] != "failed" for r in records.values())
+        raise CondenseError(f"{err}; the sweep stopped with {finished} of {len(runs)} runs finished: run it "
+                            "again when there is space (finished runs are skipped, a partly done one resumes)") from None
     rows = [records[run.folder] for run in runs]
-    frame = summary_frame(rows)
-    tmp = out / ".summary.csv.partial"
-    frame.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, out / "summary.csv")
+    with atomic_file(out / "summary.csv") as tmp:
+        summary_frame(rows).to_csv(tmp, index=False, float_format="%.6g")
     return rows
 
 
@@ -197,13 +201,16 @@ def execute_run(run: Run, out: str, quiet: bool = True) -> dict[str, Any]:
     """Probe one run into ``out/run.folder``; the summary row, status ``ok`` or ``failed``.
 
     Any exception becomes a ``failed`` row with a one-line error, so one bad model cannot stop a
-    sweep (this is also the body of each Ray task).
+    sweep (this is also the body of each Ray task), except a StorageError (full disk, quota,
+    read-only file system), which every later run would meet too: it is raised.
     """
     folder = Path(out) / run.folder
     start = time.perf_counter()
     try:
         probe_to_folder(run.model, folder, corpus=run.corpus, quiet=quiet, **run.settings)
         trend = ProbeResult.load(folder).trend
+    except StorageError:
+        raise
     except Exception as err:  # noqa: BLE001  (reported per run; KeyboardInterrupt still stops the sweep)
         return _record(run, folder, "failed", _one_line(err), time.perf_counter() - start, {})
     return _record(run, folder, "ok", "", time.perf_counter() - start, trend)
@@ -275,6 +282,10 @@ def _ray_records(runs: list[Run], out: Path, address: str | None) -> Iterator[di
             try:
                 yield ray.get(done[0])
             except ray.exceptions.RayError as err:  # the worker died (out of memory, node lost, ...)
+                if isinstance(getattr(err, "cause", None), StorageError):
+                    for ref in pending:
+                        ray.cancel(ref)
+                    raise err.cause from None
                 yield _record(run, out / run.folder, "failed", _one_line(err), 0.0, {})
     finally:
         if started:
