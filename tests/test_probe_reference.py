@@ -66,6 +66,9 @@ def test_sequences_of_exactly_two_counted_tokens_count(tiny_gpt2, docs_jsonl):
         # MEV of each two-row matrix by an exact SVD (the spectrum's branch for fewer tokens than D)
         mev = [np.linalg.svd(x, compute_uv=False)[0] ** 2 / (np.linalg.svd(x, compute_uv=False) ** 2).sum() for x in xs]
         assert row.mev == pytest.approx(np.mean(mev), abs=1e-5)
+        # two tokens: X - 1 mu^T has rows +-(x1 - x2) / 2, so HF/LF = |x1 - x2| / |x1 + x2|
+        ratio = [np.linalg.norm(x[0] - x[1]) / np.linalg.norm(x[0] + x[1]) for x in xs]
+        assert row.hf_lf_ratio == pytest.approx(np.mean(ratio), rel=1e-4)
 
 
 @pytest.mark.parametrize("center", ["sequence", "corpus"])

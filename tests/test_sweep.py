@@ -3,9 +3,6 @@
 import json
 import os
 import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +13,8 @@ from condense.errors import CondenseError
 from condense.probing.checkpoint import checkpoint_path_for, save_checkpoint
 from condense.results import ProbeResult
 from condense.sweep import SUMMARY_COLUMNS, load_spec, parse_spec, run_sweep
-from tests.test_cli import ENV, run
+from tests.interrupt import interrupt_when_probing
+from tests.test_cli import run
 
 SMALL = "num_seqs = 2\nmax_length = 16\nspectrum_seqs = 0\n"
 
@@ -205,29 +203,6 @@ def test_ray_executor_on_local_instance(local_ray, tiny_models, docs_jsonl, not_
 SLOW_RUN = "num_seqs = 40\nmax_length = 128\nbatch_size = 1\nspectrum_seqs = 40\n"  # slow enough to interrupt
 
 
-def interrupt_sweep(spec, out) -> subprocess.CompletedProcess:
-    """Start `condense sweep`, send SIGINT once a probe's progress bar has moved, wait for the exit."""
-    proc = subprocess.Popen([sys.executable, "-m", "condense", "sweep", str(spec), "--out", str(out)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=ENV)
-    seen = bytearray()
-    moved = threading.Event()
-
-    def watch():
-        while chunk := proc.stderr.read1(4096):
-            seen.extend(chunk)
-            if b"probing:" in seen and b"tok/s]" in seen[seen.rfind(b"probing:"):]:
-                moved.set()
-
-    reader = threading.Thread(target=watch, daemon=True)
-    reader.start()
-    assert moved.wait(240), seen.decode(errors="replace")
-    proc.send_signal(signal.SIGINT)
-    proc.wait(240)
-    reader.join(10)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.read().decode(),
-                                       seen.decode(errors="replace"))
-
-
 def test_interrupted_sweep_resumes_the_partly_done_run(tiny_models, tmp_path):
     """Ctrl-C stops the whole sweep (exit 130) leaving the run's checkpoint; the next sweep continues the
     run from it to the numbers of an uninterrupted run."""
@@ -235,7 +210,7 @@ def test_interrupted_sweep_resumes_the_partly_done_run(tiny_models, tmp_path):
     spec = write(tmp_path / "one.toml", f'models = ["{model}"]\n[settings]\n{SLOW_RUN}')
     whole = run_sweep(load_spec(spec), tmp_path / "whole", quiet=True, echo=lambda _: None)[0]["folder"]
     out = tmp_path / "out"
-    stopped = interrupt_sweep(spec, out)
+    stopped = interrupt_when_probing(["sweep", spec, "--out", out], signal.SIGINT)
     assert stopped.returncode == 130, stopped.stderr
     last = stopped.stderr.strip().splitlines()[-1].split("\r")[-1]
     assert last.startswith("condense: error: sweep interrupted during llama__builtin with 0 of 1 runs finished")
