@@ -244,6 +244,8 @@ def limited_probe(args, limit_bytes: int) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_FSIZE semantics are Linux's")
 def test_real_file_size_limit_through_the_cli(tiny_gpt2, docs_jsonl, tmp_path):
+    # matplotlib's font cache is written on first use: build it without the limit
+    subprocess.run([sys.executable, "-c", "import matplotlib.font_manager"], env=ENV, check=True, timeout=300)
     out = tmp_path / "runs" / "run"
     p = limited_probe([tiny_gpt2, "--corpus", docs_jsonl, "--num-seqs", 2, "--max-length", 16, "--out", out, "-q"],
                       limit_bytes=8192)  # the csv and npz fit, the heatmap does not
