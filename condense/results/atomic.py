@@ -97,7 +97,8 @@ def check_writable_target(out: Path) -> None:
     try:  # a real write: permission bits alone say nothing for root or read-only mounts
         tempfile.TemporaryFile(dir=ancestor).close()
     except OSError as err:
-        raise CondenseError(f"--out {str(out)!r} is not writable ({err.strerror} in {str(ancestor)!r})") from None
+        raise storage_error(err, out) or CondenseError(
+            f"--out {str(out)!r} is not writable ({err.strerror} in {str(ancestor)!r})") from None
 
 
 @contextlib.contextmanager
