@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from condense.metrics import (
     PooledCosineAccumulator,
+    TokenGeometryAccumulator,
     cone_half_angles_deg,
     effective_rank,
     max_explainable_variance,
@@ -110,3 +111,8 @@ def test_parallel_vectors_stay_inside_minus_one_one(n, d, seed):
     acc.update(t / t.norm(dim=-1, keepdim=True), torch.ones(1, n, dtype=torch.bool))
     cols = acc.finalize().columns
     assert cols["mean_pair_angle_deg"] == pytest.approx(0.0, abs=1e-5) and cols["q95_cos"] <= 1.0
+    for dtype in (torch.float32, torch.float64):
+        geometry = TokenGeometryAccumulator(d, spectrum_seqs=0)
+        geometry.update(t.to(dtype), torch.ones(1, n, dtype=torch.bool), torch.arange(n)[None])
+        angles = geometry.finalize()
+        assert angles["cone_half_angle_mean_deg"] < 0.05 and angles["cone_half_angle_max_deg"] < 0.05
