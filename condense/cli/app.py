@@ -8,6 +8,7 @@ import click
 
 from condense.errors import CondenseError
 from condense.probing.layers import LAYER_SPEC_HELP
+from condense.results.atomic import storage_error
 
 __all__ = ["main", "cli", "probe_options"]
 
@@ -82,7 +83,12 @@ def probe_options(f):
 
 
 def main() -> None:
-    """Entry point: turn user errors into one line on stderr and exit code 2."""
+    """Entry point: turn user errors into one line on stderr and exit code 2.
+
+    CondenseError (bad input, and StorageError: full disk, quota, read-only file system) and
+    click's usage errors exit 2; an interrupt exits 130; a storage OSError raised by any other
+    writer is reported like StorageError. Anything else is a bug and keeps its traceback.
+    """
     from condense.cli import commands  # noqa: F401  (registers the subcommands)
 
     try:
@@ -96,6 +102,12 @@ def main() -> None:
         _fail("interrupted", code=130)
     except KeyboardInterrupt:
         _fail("interrupted", code=130)
+    except Exception as err:
+        # a writer outside the atomic helpers hit a full disk, quota or read-only file system
+        problem = storage_error(err)
+        if problem is None:
+            raise
+        _fail(str(problem))
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -47,7 +47,12 @@ class ProbeResult:
         return HIST_EDGES
 
     def save(self, folder: str | Path, heatmap: bool = True) -> Path:
-        """Write layers.csv, histograms.npz, run.json (and heatmap.png) atomically into ``folder``."""
+        """Write layers.csv, histograms.npz, run.json (and heatmap.png) atomically into ``folder``.
+
+        The files go to a hidden temporary folder beside ``folder``, renamed into place when
+        complete. A full disk, quota or read-only file system raises one-line
+        :class:`~condense.results.atomic.StorageError` naming ``folder``; nothing is left behind.
+        """
         with atomic_folder(Path(folder)) as tmp:
             self.layers.to_csv(tmp / "layers.csv", index=False, float_format="%.10g")
             np.savez(tmp / "histograms.npz", bin_edges=HIST_EDGES, density=self.histograms,
@@ -57,8 +62,10 @@ class ProbeResult:
                 import matplotlib.pyplot as plt
 
                 fig = self.plot()
-                fig.savefig(tmp / "heatmap.png", dpi=150, bbox_inches="tight")
-                plt.close(fig)
+                try:
+                    fig.savefig(tmp / "heatmap.png", dpi=150, bbox_inches="tight")
+                finally:
+                    plt.close(fig)
         return Path(folder)
 
     @classmethod
