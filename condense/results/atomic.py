@@ -135,8 +135,10 @@ def atomic_folder(out: Path, check: Callable[[Path], None] = check_writable_targ
 def atomic_file(out: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``out`` to write; on success it replaces ``out`` in one rename.
 
-    The folder of ``out`` is created if needed. On any failure the temporary file is removed;
-    a full disk, quota or read-only file system becomes one :class:`StorageError` naming ``out``.
+    The folder of ``out`` is created if needed. The file is flushed to the disk (fsync) before the
+    rename, so a power cut leaves either the old ``out`` or the complete new one. On any failure the
+    temporary file is removed; a full disk, quota or read-only file system becomes one
+    :class:`StorageError` naming ``out``.
     Write through Python file objects where a library offers both (``torch.save`` to a path
     reports a full disk without its errno; to a file object it raises the OSError).
     """
@@ -148,6 +150,8 @@ def atomic_file(out: str | Path) -> Iterator[Path]:
         tmp = Path(name)
         try:
             yield tmp
+            with open(tmp, "rb+") as written:
+                os.fsync(written.fileno())
             os.replace(tmp, out)
         except BaseException:
             tmp.unlink(missing_ok=True)

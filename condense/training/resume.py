@@ -3,7 +3,7 @@ pre-emption, power cut) loses at most one interval, and ``--resume`` continues t
 
 A run's work folder is ``.<out name>.resume/`` beside its output folder (never inside it, and
 never a finished-looking folder); it holds ``state.pt`` and, with ``--report-to tensorboard``, the
-live event files. ``state.pt`` is replaced atomically (a temporary file, fsync, rename), so a kill
+live event files. ``state.pt`` is replaced atomically (a temporary file, fsync, rename: ``atomic_file``), so a kill
 while saving leaves the previous checkpoint intact. It holds everything the next step depends
 on: weights, optimizer state, random-generator states, the step (which is the data position:
 the batch order is a function of the seed and the step), the loss log, and the probes so far.
@@ -12,9 +12,7 @@ the batch order is a function of the seed and the step), the loss log, and the p
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import torch
 
 from condense.errors import CondenseError
+from condense.results.atomic import atomic_file
 
 __all__ = ["STATE_FORMAT", "FinetuneInterrupted", "work_folder", "run_key", "Checkpointer"]
 
@@ -71,24 +70,11 @@ class Checkpointer:
         return self.every > 0 and time.monotonic() - self.last >= self.every
 
     def save(self, state: dict[str, Any]) -> None:
-        """Write ``state`` with the run's key, atomically. CondenseError naming the folder when the
-        disk refuses (full, read-only)."""
+        """Write ``state`` with the run's key, atomically (``atomic_file``): a full or read-only
+        disk is one StorageError line, and the previous checkpoint stays."""
         t0 = time.perf_counter()
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{STATE_FILE}.", dir=self.folder)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    torch.save({"format": STATE_FORMAT, "key": self.key, **state}, f)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
-        except OSError as err:
-            raise CondenseError(f"cannot write the finetune checkpoint in {str(self.folder)!r} "
-                                f"({err.strerror or err}); free space there or use --checkpoint-every 0") from None
+        with atomic_file(self.path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk raises OSError
+            torch.save({"format": STATE_FORMAT, "key": self.key, **state}, f)
         self.last = time.monotonic()
         self.seconds_saving += time.perf_counter() - t0
         self.saves += 1
