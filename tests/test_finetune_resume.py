@@ -133,6 +133,24 @@ def test_checkpoint_write_failure_is_one_line(tmp_path):
     assert "cannot write the finetune checkpoint" in str(err.value) and "\n" not in str(err.value)
 
 
+def test_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    checkpointer = Checkpointer(tmp_path / "work", {"k": 1}, 1)
+    checkpointer.save({"step": 1})
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CondenseError) as err:
+        checkpointer.save({"step": 2})
+    assert "no space left" in str(err.value) and "state.pt" in str(err.value) and "\n" not in str(err.value)
+    monkeypatch.undo()
+    assert checkpointer.load(torch.device("cpu"))["step"] == 1
+    assert [f.name for f in (tmp_path / "work").iterdir()] == ["state.pt"]  # no temporary file left
+
+
 def test_generator_states_round_trip():
     from condense.dispersion import DispersionLoss
     from condense.training.loop import _restore, _rng_states

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from condense.errors import CondenseError
-from condense.results.atomic import atomic_file
+from condense.results.atomic import StorageError, atomic_file
 
 __all__ = ["STATE_FORMAT", "FinetuneInterrupted", "work_folder", "run_key", "Checkpointer"]
 
@@ -71,10 +71,17 @@ class Checkpointer:
 
     def save(self, state: dict[str, Any]) -> None:
         """Write ``state`` with the run's key, atomically (``atomic_file``): a full or read-only
-        disk is one StorageError line, and the previous checkpoint stays."""
+        disk is one StorageError line, any other refusal one CondenseError line, and the previous
+        checkpoint stays."""
         t0 = time.perf_counter()
-        with atomic_file(self.path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk raises OSError
-            torch.save({"format": STATE_FORMAT, "key": self.key, **state}, f)
+        try:
+            with atomic_file(self.path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk raises OSError
+                torch.save({"format": STATE_FORMAT, "key": self.key, **state}, f)
+        except StorageError:
+            raise
+        except OSError as err:  # not the disk's fault: a file where the folder should be, permissions
+            raise CondenseError(f"cannot write the finetune checkpoint in {str(self.folder)!r} "
+                                f"({err.strerror or err}); check that folder or use --checkpoint-every 0") from None
         self.last = time.monotonic()
         self.seconds_saving += time.perf_counter() - t0
         self.saves += 1
