@@ -16,7 +16,7 @@ import condense
 from condense.models import ALIASES
 from condense.plotting import compare_figure, distinct_labels, family_figure
 from condense.results import ProbeResult
-from tests.test_models_assembly import CHUNKS, fake_alias, make_parts
+from tests.test_models_assembly import CHUNKS, fake_alias, make_parts, site  # noqa: F401  (site: a fixture)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -26,12 +26,7 @@ def run(*args, **env):
                           env={**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT), **env}, timeout=120)
 
 
-def installed(requirement: str) -> bool:
-    name, _, version = requirement.partition("==")
-    try:
-        return importlib.metadata.version(name) == version
-    except importlib.metadata.PackageNotFoundError:
-        return False
+INSTALLED = {d.metadata["Name"].lower(): d.version for d in importlib.metadata.distributions()}
 
 
 def test_models_json_lists_every_alias_with_its_facts(tmp_path):
@@ -41,7 +36,7 @@ def test_models_json_lists_every_alias_with_its_facts(tmp_path):
     assert list(reports) == list(ALIASES)
     for name, alias in ALIASES.items():
         r = reports[name]
-        parts_ok = all(installed(p.requirement) for p in alias.parts)
+        parts_ok = all(INSTALLED.get(p.distribution) == p.version for p in alias.parts)
         assert r["installed"] == parts_ok
         assert (r["layers"], r["hidden_size"], r["quantization"], r["hub_fallback"]) == (
             alias.layers, alias.hidden_size, alias.quantization, alias.hub_id)
@@ -51,14 +46,10 @@ def test_models_json_lists_every_alias_with_its_facts(tmp_path):
 
 
 @pytest.fixture
-def fake_table(tmp_path, monkeypatch):
+def fake_table(site, tmp_path, monkeypatch):
     """ALIASES replaced by: one fake alias installed, one with a part missing, one not installed."""
     from condense.models import aliases
 
-    site = tmp_path / "site"
-    site.mkdir()
-    monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setenv("CONDENSE_CACHE", str(tmp_path / "cache"))
     whole = b"".join(CHUNKS)
     table = {
         "fake-ready": fake_alias("fake-ready", make_parts(site, "ready", CHUNKS), whole),
