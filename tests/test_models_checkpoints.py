@@ -64,6 +64,10 @@ def broken(tmp_path, tiny_gpt2):
     shutil.copytree(tiny_gpt2, folder)
     (folder / "config.json").write_text("[1, 2]")
     cases["listjson"] = folder
+    folder = tmp_path / "unknowntype"
+    shutil.copytree(tiny_gpt2, folder)
+    (folder / "config.json").write_text('{"model_type": "no-such-architecture"}')
+    cases["unknowntype"] = folder
     folder = tmp_path / "noweights"
     shutil.copytree(tiny_gpt2, folder)
     for weights in folder.glob("*.safetensors"):
@@ -85,6 +89,8 @@ def broken(tmp_path, tiny_gpt2):
 CORRUPT = [
     ("badjson", r"config.json' is broken JSON \(Expecting property name enclosed in double quotes at line 1"),
     ("listjson", r"config.json' holds a JSON list, not the object of a model config"),
+    ("unknowntype", r"cannot read the config of the local checkpoint .*unknowntype.* needs a config.json with a "
+                    r"model_type transformers knows"),
     ("noweights", r"has a config.json but no weights"),
     ("cut_header", r"cut_header.gguf' is a truncated or corrupt GGUF file \(40 bytes"),
     ("cut_data", r"cut_data.gguf' is a truncated or corrupt GGUF file \(\d+ bytes; the GGUF reader stopped with"),

@@ -283,7 +283,10 @@ def load_config(name: str, source: str, kwargs: dict, init: str) -> tuple[Any, s
     try:
         return AutoConfig.from_pretrained(source, **kwargs), source
     except (OSError, ValueError) as err:
-        if os.path.exists(source):  # found, but transformers cannot make a config of it
+        if os.path.exists(source) and kwargs.get("gguf_file"):  # found, but transformers cannot make a config of it
+            raise CondenseError(f"cannot make a model config of {os.path.join(source, kwargs['gguf_file'])!r} "
+                                f"({first_line(err)}); this transformers may not support its architecture") from None
+        if os.path.exists(source):
             raise CondenseError(f"cannot read the config of the local checkpoint {source!r} ({first_line(err)}); "
                                 "it needs a config.json with a model_type transformers knows") from None
         hint = ALIAS_HINT
