@@ -11,7 +11,7 @@ from pathlib import Path
 
 from condense.errors import CondenseError
 
-__all__ = ["atomic_folder", "check_writable_target"]
+__all__ = ["atomic_folder", "atomic_file", "check_writable_target"]
 
 RUN_MARKER = "run.json"
 
@@ -58,4 +58,19 @@ def atomic_folder(out: Path, check: Callable[[Path], None] = check_writable_targ
             os.replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(out: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``out`` (same suffix) to write; on success it replaces ``out``
+    in one rename, on failure it is removed."""
+    out = Path(out)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=out.suffix, dir=out.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
         raise
