@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
-from condense.errors import CondenseError
+from condense.errors import CondenseError, CondenseWarning
 from condense.probing.layers import LAYER_SPEC_HELP
 from condense.results.atomic import storage_error
 
 __all__ = ["main", "cli", "probe_options"]
+
+_python_show_warning = warnings.showwarning
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -91,6 +94,7 @@ def main() -> None:
     """
     from condense.cli import commands  # noqa: F401  (registers the subcommands)
 
+    warnings.showwarning = _show_warning
     try:
         cli.main(standalone_mode=False)
     except CondenseError as err:
@@ -108,6 +112,14 @@ def main() -> None:
         if problem is None:
             raise
         _fail(str(problem))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """condense's own warnings as one line on stderr; others as Python shows them."""
+    if issubclass(category, CondenseWarning):
+        click.echo(f"condense: warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
 
 
 def _fail(message: str, code: int = 2) -> None:
