@@ -94,9 +94,10 @@ def test_figure_write_fails_in_one_line_and_leaves_nothing(tmp_path, monkeypatch
     import matplotlib.pyplot as plt
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", refuse(code, after_bytes=b"\x89PNG half"))
+    fig = plt.figure()
     with pytest.raises(StorageError, match=f"cannot write '{tmp_path / 'fig.png'}'.*{CODES[code]}"):
-        save_figure(plt.figure(), tmp_path / "fig.png")
-    assert leftovers(tmp_path) == [] and not plt.get_fignums()  # the figure is closed too
+        save_figure(fig, tmp_path / "fig.png")
+    assert leftovers(tmp_path) == [] and not plt.fignum_exists(fig.number)  # the figure is closed too
 
 
 def test_checkpoint_write_fails_and_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
