@@ -62,13 +62,16 @@ def same_run(run: Mapping[str, Any], model: str, **options: Any) -> bool:
     ``init="random"`` (pretrained weights ignore it); ``dtype`` only when given explicitly
     (``"auto"`` accepts whatever dtype was chosen). Not compared: device, placement
     (``device_map``, ``max_memory``, ``offload_folder``), ``trust_remote_code`` and progress
-    options. The one rule for reusing a run folder: ``condense compare``/``family`` and sweeps.
+    options. A run of a model object held in memory (``source: memory``) never matches: its weights
+    may have changed since. The one rule for reusing a run folder: ``condense compare``/``family``
+    and sweeps.
     """
     wanted = asdict(ProbeSettings(**{k: v for k, v in options.items() if k in _SETTING_FIELDS}))
     recorded = run.get("settings") or {}
     init = options.get("init", "pretrained")
     dtype = options.get("dtype", "auto")
-    return (run.get("model") == model
+    return (run.get("source") != "memory"
+            and run.get("model") == model
             and all(recorded.get(k) == v for k, v in wanted.items())
             and run.get("revision") == options.get("revision")
             and run.get("init", "pretrained") == init

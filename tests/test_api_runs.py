@@ -77,3 +77,9 @@ def test_resolve_runs_reuses_a_matching_folder_and_reprobes_otherwise(tiny_gpt2,
     assert calls == [] and again.run["token_hash"] == first.run["token_hash"]  # seed ignored: pretrained
     resolve_runs([str(tiny_gpt2)], runs_dir=tmp_path, quiet=True, **{**SMALL, "num_seqs": 3})
     assert len(calls) == 1
+
+
+def test_a_run_of_a_model_in_memory_is_never_reused(manifests, tiny_gpt2):
+    # the same manifest, as a probe of a model object would record it (the object may have been trained since)
+    run = {**manifest(manifests["pretrained"]), "source": "memory"}
+    assert not same_run(run, str(tiny_gpt2), **SMALL)
