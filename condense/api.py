@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,12 @@ from condense.errors import CondenseError
 from condense.probing.checkpoint import DEFAULT_CHECKPOINT_EVERY, CheckpointPlan, checkpoint_path_for
 from condense.probing.probe import ProbeSettings, probe
 from condense.results import ProbeResult
-from condense.results.atomic import check_writable_target
+from condense.results.atomic import atomic_file, check_writable_target
 
-__all__ = ["probe_to_folder", "rerun", "default_run_folder", "resolve_runs", "save_figure", "check_figure_path"]
+__all__ = ["probe_to_folder", "rerun", "default_run_folder", "same_run", "existing_run", "resolve_runs", "save_figure",
+           "check_figure_path"]
 
-_LOAD_KEYS = ("revision", "dtype", "device", "trust_remote_code", "init", "init_seed", "device_map",
-              "max_memory", "offload_folder", "quiet", "resume", "checkpoint_every")
+_SETTING_FIELDS = frozenset(f.name for f in fields(ProbeSettings))
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
@@ -56,13 +56,45 @@ def default_run_folder(model: str, corpus: str = "builtin", init: str = "pretrai
     return Path(root) / f"{slug(model)}{'-random' if init == 'random' else ''}__{slug(corpus)}"
 
 
-def _same_run(run: dict, model: str, options: dict[str, Any]) -> bool:
-    settings = {k: v for k, v in options.items() if k not in _LOAD_KEYS}
-    wanted = asdict(ProbeSettings(**settings))
-    return (run.get("model") == model and run.get("settings") == wanted
-            and run.get("init", "pretrained") == options.get("init", "pretrained")
-            and (run.get("init_seed") or 0) == (options.get("init_seed") or 0)
-            and run.get("revision") == options.get("revision"))
+def same_run(run: Mapping[str, Any], model: str, **options: Any) -> bool:
+    """Whether the manifest ``run`` (a run.json) records a probe of ``model`` with ``options``.
+
+    ``options`` are keyword arguments of :func:`condense.probe`. Compared, because they change
+    the numbers: the model as given; every :class:`ProbeSettings` field (defaults filled in, so
+    an omitted option equals its default); ``revision``; ``init``; ``init_seed`` only with
+    ``init="random"`` (pretrained weights ignore it); ``dtype`` only when given explicitly
+    (``"auto"`` accepts whatever dtype was chosen). Not compared: device, placement
+    (``device_map``, ``max_memory``, ``offload_folder``), ``trust_remote_code`` and progress
+    options. A run of a model object held in memory (``source: memory``) never matches: its weights
+    may have changed since. The one rule for reusing a run folder: ``condense compare``/``family``
+    and sweeps.
+    """
+    wanted = asdict(ProbeSettings(**{k: v for k, v in options.items() if k in _SETTING_FIELDS}))
+    recorded = run.get("settings") or {}
+    init = options.get("init", "pretrained")
+    dtype = options.get("dtype", "auto")
+    return (run.get("source") != "memory"
+            and run.get("model") == model
+            and all(recorded.get(k) == v for k, v in wanted.items())
+            and run.get("revision") == options.get("revision")
+            and run.get("init", "pretrained") == init
+            and run.get("init_seed") == (options.get("init_seed", 0) if init == "random" else None)
+            and (dtype == "auto" or run.get("dtype") == dtype))
+
+
+def existing_run(folder: str | Path, model: str, **options: Any) -> ProbeResult | None:
+    """The complete run in ``folder`` if it was made by ``model`` with ``options`` (:func:`same_run`).
+
+    None when ``folder`` holds no run.json, cannot be read as a run (half-written by hand, an
+    older result format) or records other settings: then it should be probed again.
+    """
+    if not (Path(folder) / "run.json").exists():
+        return None
+    try:
+        result = ProbeResult.load(folder)
+    except CondenseError:
+        return None
+    return result if same_run(result.run, model, **options) else None
 
 
 def resolve_runs(items: list[str], runs_dir: str | Path = "results", **options: Any) -> list[ProbeResult]:
@@ -75,11 +107,10 @@ def resolve_runs(items: list[str], runs_dir: str | Path = "results", **options: 
             results.append(ProbeResult.load(path))
             continue
         folder = default_run_folder(item, options.get("corpus", "builtin"), options.get("init", "pretrained"), runs_dir)
-        if (folder / "run.json").exists():
-            existing = ProbeResult.load(folder)
-            if _same_run(existing.run, item, options):
-                results.append(existing)
-                continue
+        existing = existing_run(folder, item, **options)
+        if existing is not None:
+            results.append(existing)
+            continue
         probe_to_folder(item, folder, **options)
         results.append(ProbeResult.load(folder))
     return results
@@ -96,19 +127,17 @@ def check_figure_path(out: str | Path) -> Path:
 
 
 def save_figure(fig, out: str | Path, dpi: int = 200) -> Path:
-    """Save ``fig`` to ``out`` (format from the suffix) via a temporary file and a rename."""
+    """Save ``fig`` to ``out`` (format from the suffix) via a temporary file and a rename.
+
+    A full disk, quota or read-only file system raises one-line :class:`StorageError`; no
+    partial file is left.
+    """
     import matplotlib.pyplot as plt
 
     out = check_figure_path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}-", suffix=out.suffix, dir=out.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        with atomic_file(out) as tmp:
+            fig.savefig(tmp, dpi=dpi, bbox_inches="tight", format=out.suffix.lstrip(".").lower())
     finally:
         plt.close(fig)
     return out

@@ -1,6 +1,6 @@
 """The one exception type users see as a single line on stderr (exit code 2)."""
 
-__all__ = ["CondenseError"]
+__all__ = ["CondenseError", "CondenseWarning"]
 
 
 class CondenseError(Exception):
@@ -8,3 +8,7 @@ class CondenseError(Exception):
 
     The message is one line naming the bad value and what would work instead.
     """
+
+
+class CondenseWarning(UserWarning):
+    """Something the user should know that does not stop the run (the CLI prints it as one line)."""

@@ -26,8 +26,10 @@ Settings are the fields of :class:`condense.ProbeSettings` and the keyword optio
 Relative model and corpus paths are taken from the current folder, as by ``condense probe``.
 Each run writes ``OUT/<model>[-random]__<corpus>`` (plus ``__<8-hex hash>`` of model, corpus and
 settings when several runs would share that name) atomically. A folder that already holds a
-complete run with the same model, settings and load options is skipped, so re-running a sweep
-resumes it. One run failing (status ``failed`` with a one-line error) never stops the others.
+complete run with the same model, settings and load options (:func:`condense.api.same_run`) is
+skipped, and a run stopped part-way continues from its probe checkpoint, so re-running a sweep
+resumes it. One run failing (status ``failed`` with a one-line error) never stops the others;
+a full disk or Ctrl-C stops the sweep.
 ``OUT/summary.csv`` gets one row per run, in spec order (:data:`SUMMARY_COLUMNS`).
 """
 
@@ -48,13 +50,15 @@ from typing import Any
 
 import pandas as pd
 
-from condense.api import default_run_folder, probe_to_folder
+from condense.api import default_run_folder, existing_run, probe_to_folder
 from condense.errors import CondenseError
+from condense.probing.checkpoint import ProbeInterrupted, checkpoint_path_for
 from condense.probing.probe import ProbeSettings, probe
 from condense.results import ProbeResult
+from condense.results.atomic import StorageError, atomic_file
 
 __all__ = ["Run", "SUMMARY_COLUMNS", "EXECUTORS", "load_spec", "parse_spec", "run_sweep", "execute_run",
-           "finished_run", "summary_frame"]
+           "summary_frame"]
 
 SUMMARY_COLUMNS = ("model", "corpus", "status", "error", "seconds", "spearman", "kendall", "last_half_mean_cos",
                    "folder")
@@ -67,7 +71,7 @@ _UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
 _PROBE_FIELDS = frozenset(f.name for f in dataclasses.fields(ProbeSettings)) - {"corpus"}
 # load options come from probe()'s signature, so new ones (device_map, ...) are accepted as they land
 _LOAD_OPTIONS = frozenset(name for name, p in inspect.signature(probe).parameters.items()
-                          if p.kind is p.KEYWORD_ONLY) - {"quiet"}
+                          if p.kind is p.KEYWORD_ONLY) - {"quiet", "checkpoint", "resume"}  # the sweep sets these
 SETTING_KEYS = _PROBE_FIELDS | _LOAD_OPTIONS
 
 
@@ -172,7 +176,7 @@ def run_sweep(runs: list[Run], out: str | Path, executor: str = "local", ray_add
     records: dict[str, dict[str, Any]] = {}
     pending = []
     for run in runs:
-        done = finished_run(out / run.folder, run)
+        done = existing_run(out / run.folder, run.model, corpus=run.corpus, **run.settings)
         if done is None:
             pending.append(run)
         else:
@@ -180,59 +184,65 @@ def run_sweep(runs: list[Run], out: str | Path, executor: str = "local", ray_add
             echo(f"[{len(records)}/{len(runs)}] skipped {run.folder} (finished with the same settings)")
     results = _ray_records(pending, out, ray_address) if executor == "ray" else (
         execute_run(run, str(out), quiet) for run in pending)
-    for record in results:
-        records[Path(record["folder"]).name] = record
-        error = f": {record['error']}" if record["error"] else ""
-        echo(f"[{len(records)}/{len(runs)}] {record['status']:7} {Path(record['folder']).name} "
-             f"{record['seconds']:.1f} s{error}")
+    try:
+        for record in results:
+            records[Path(record["folder"]).name] = record
+            error = f": {record['error']}" if record["error"] else ""
+            echo(f"[{len(records)}/{len(runs)}] {record['status']:7} {Path(record['folder']).name} "
+                 f"{record['seconds']:.1f} s{error}")
+    except StorageError as err:  # every later run would fail alike: stop, keep what is finished
+        finished = sum(r["status"] != "failed" for r in records.values())
+        raise CondenseError(f"{err}; the sweep stopped with {finished} of {len(runs)} runs finished: run it "
+                            "again when there is space (finished runs are skipped, a partly done one resumes)") from None
+    except ProbeInterrupted:  # Ctrl-C / SIGTERM: the run saved its checkpoint; stop the sweep, not just the run
+        finished = sum(r["status"] != "failed" for r in records.values())
+        current = next((r.folder for r in pending if r.folder not in records), "a run")
+        raise ProbeInterrupted(f"sweep interrupted during {current} with {finished} of {len(runs)} runs finished; "
+                               "run the same sweep again to continue (finished runs are skipped, this one resumes "
+                               "from its checkpoint)") from None
     rows = [records[run.folder] for run in runs]
-    frame = summary_frame(rows)
-    tmp = out / ".summary.csv.partial"
-    frame.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, out / "summary.csv")
+    with atomic_file(out / "summary.csv") as tmp:
+        summary_frame(rows).to_csv(tmp, index=False, float_format="%.6g")
     return rows
 
 
 def execute_run(run: Run, out: str, quiet: bool = True) -> dict[str, Any]:
     """Probe one run into ``out/run.folder``; the summary row, status ``ok`` or ``failed``.
 
-    Any exception becomes a ``failed`` row with a one-line error, so one bad model cannot stop a
-    sweep (this is also the body of each Ray task).
+    A run stopped part-way (SIGINT, SIGTERM, or a hard kill after a periodic checkpoint) left
+    its checkpoint at :func:`checkpoint_path_for` of the folder: the probe resumes from it. A
+    checkpoint that cannot be used (other settings: the spec changed; unreadable) is deleted and
+    the run starts over. Any exception becomes a ``failed`` row with a one-line error, so one bad
+    model cannot stop a sweep (this is also the body of each Ray task), except a StorageError
+    (full disk, quota, read-only file system), which every later run would meet too, and
+    ProbeInterrupted (the user stopped the sweep): those are raised.
     """
     folder = Path(out) / run.folder
     start = time.perf_counter()
     try:
-        probe_to_folder(run.model, folder, corpus=run.corpus, quiet=quiet, **run.settings)
+        _probe_resuming(run, folder, quiet)
         trend = ProbeResult.load(folder).trend
+    except (StorageError, ProbeInterrupted):
+        raise
     except Exception as err:  # noqa: BLE001  (reported per run; KeyboardInterrupt still stops the sweep)
         return _record(run, folder, "failed", _one_line(err), time.perf_counter() - start, {})
     return _record(run, folder, "ok", "", time.perf_counter() - start, trend)
 
 
-def finished_run(folder: Path, run: Run) -> ProbeResult | None:
-    """The complete run in ``folder`` if it was made by this model with these settings, else None.
-
-    Compared: the model, every probe setting (defaults filled in), and revision, init, init_seed
-    and an explicit dtype from run.json; device and progress options do not change the numbers.
-    """
-    if not (folder / "run.json").exists():
-        return None
+def _probe_resuming(run: Run, folder: Path, quiet: bool) -> None:
+    checkpoint = checkpoint_path_for(folder)
+    options = dict(corpus=run.corpus, quiet=quiet, **run.settings)
+    if not checkpoint.exists():
+        probe_to_folder(run.model, folder, **options)
+        return
     try:
-        result = ProbeResult.load(folder)
-    except CondenseError:  # half-written by hand or an older format: probe again
-        return None
-    meta = result.run
-    wanted = dataclasses.asdict(ProbeSettings(corpus=run.corpus, **_probe_fields(run.settings)))
-    recorded = meta.get("settings", {})
-    init = run.settings.get("init", "pretrained")
-    dtype = run.settings.get("dtype", "auto")
-    same = (meta.get("model") == run.model
-            and all(recorded.get(k) == v for k, v in wanted.items())
-            and meta.get("revision") == run.settings.get("revision")
-            and meta.get("init", "pretrained") == init
-            and meta.get("init_seed") == (run.settings.get("init_seed", 0) if init == "random" else None)
-            and (dtype == "auto" or meta.get("dtype") == dtype))
-    return result if same else None
+        probe_to_folder(run.model, folder, resume=True, **options)
+    except CondenseError as err:
+        # load_checkpoint's refusals name the checkpoint file; nothing else does
+        if isinstance(err, (StorageError, ProbeInterrupted)) or str(checkpoint) not in str(err):
+            raise
+        checkpoint.unlink(missing_ok=True)
+        probe_to_folder(run.model, folder, **options)
 
 
 def summary_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
@@ -275,6 +285,10 @@ def _ray_records(runs: list[Run], out: Path, address: str | None) -> Iterator[di
             try:
                 yield ray.get(done[0])
             except ray.exceptions.RayError as err:  # the worker died (out of memory, node lost, ...)
+                if isinstance(getattr(err, "cause", None), StorageError):
+                    for ref in pending:
+                        ray.cancel(ref)
+                    raise err.cause from None
                 yield _record(run, out / run.folder, "failed", _one_line(err), 0.0, {})
     finally:
         if started:

@@ -1,5 +1,6 @@
 """The real CLI in a subprocess: end to end, and bad input answered in one line with exit code 2."""
 
+import errno
 import json
 import os
 import subprocess
@@ -94,3 +95,58 @@ def test_bad_input_one_line_exit_2(args, message, tiny_gpt2, tmp_path):
     assert message in lines[0] and "Traceback" not in p.stderr
     assert not (tmp_path / "out").exists()
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".out")]
+
+
+# The storage refuses a write (full disk, quota, read-only file system): the same one line, exit 2,
+# nothing half-written. The CLI runs in a subprocess whose writer raises the OSError a full disk gives.
+INJECT = """
+import errno, importlib, os, sys
+module, attribute, code = sys.argv[1], sys.argv[2], int(sys.argv[3])
+owner, name = attribute.rsplit(".", 1) if "." in attribute else ("", attribute)
+target = importlib.import_module(module)
+for part in filter(None, owner.split(".")):
+    target = getattr(target, part)
+def refuse(*args, **kwargs):
+    raise OSError(code, os.strerror(code))
+setattr(target, name, refuse)
+sys.argv = ["condense", *sys.argv[4:]]
+from condense.cli.app import main
+main()
+"""
+
+FULL = [
+    (["probe", "TINY", "--corpus", "CORPUS", "--num-seqs", "2", "--max-length", "16", "--out", "OUT"], "numpy", "savez", errno.ENOSPC, "OUT", "ENOSPC"),
+    (["probe", "TINY", "--corpus", "CORPUS", "--num-seqs", "2", "--max-length", "16", "--out", "OUT"], "matplotlib.figure", "Figure.savefig", errno.EDQUOT, "OUT", "EDQUOT"),
+    (["probe", "TINY", "--corpus", "CORPUS", "--num-seqs", "2", "--max-length", "16", "--out", "OUT"], "pathlib", "Path.write_text", errno.EROFS, "OUT", "EROFS"),
+    (["plot", "RUN", "--out", "OUTPNG"], "matplotlib.figure", "Figure.savefig", errno.ENOSPC, "OUTPNG", "ENOSPC"),
+    (["compare", "RUN", "RUN", "--out", "OUTPNG"], "matplotlib.figure", "Figure.savefig", errno.EDQUOT, "OUTPNG",
+     "EDQUOT"),
+    (["sweep", "SPEC", "--out", "OUT"], "numpy", "savez", errno.ENOSPC, "OUT/", "0 of 1 runs finished"),
+    (["finetune", "TINY", "--corpus", "CORPUS", "--steps", "1", "--seq-len", "16", "--batch-size", "2",
+      "--probe-every", "1", "--probe-seqs", "2", "--out", "OUT"], "pandas", "DataFrame.to_csv", errno.ENOSPC, "OUT",
+     "ENOSPC"),
+]
+
+
+@pytest.mark.parametrize("args, module, attribute, code, named, message", FULL,
+                         ids=[f"{a[0]}-{m}.{w}" for a, m, w, *_ in FULL])
+def test_full_storage_one_line_exit_2(args, module, attribute, code, named, message, tiny_gpt2, docs_jsonl, tmp_path):
+    run_folder = tmp_path / "inputs" / "run"
+    made = run("probe", tiny_gpt2, "--corpus", docs_jsonl, "--num-seqs", 2, "--max-length", 16, "--out", run_folder,
+               "-q")
+    assert made.returncode == 0, made.stderr
+    spec = tmp_path / "inputs" / "s.toml"
+    spec.write_text(f'models = ["{tiny_gpt2}"]\ncorpora = ["{docs_jsonl}"]\n[settings]\nnum_seqs = 2\nmax_length = 16\n')
+    outputs = tmp_path / "outputs"
+    subs = {"TINY": tiny_gpt2, "RUN": run_folder, "SPEC": spec, "CORPUS": docs_jsonl, "OUT": outputs / "out",
+            "OUTPNG": outputs / "fig.png"}
+    argv = [str(subs.get(a, a)) for a in args]
+    p = subprocess.run([sys.executable, "-c", INJECT, module, attribute, str(code), *argv, *(
+        ["-q"] if args[0] in ("probe", "sweep", "finetune") else [])], capture_output=True, text=True, env=ENV,
+        timeout=300)
+    assert p.returncode == 2, p.stderr
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in p.stderr, p.stderr
+    target = str(subs[named.rstrip("/")]) + ("/" if named.endswith("/") else "")
+    assert f"cannot write '{target}" in lines[0] and message in lines[0], lines[0]
+    assert not outputs.exists() or [f.name for f in outputs.rglob("*") if f.is_file() or f.name.startswith(".")] == []

@@ -34,6 +34,7 @@ def test_cli_end_to_end_then_checkpoint_probes(tiny_gpt2, docs_jsonl, tmp_path):
     assert sorted(f.name for f in (out / "probes").iterdir()) == ["step_000000", "step_000002", "step_000004"]
     manifest = json.loads((out / "finetune.json").read_text())
     assert manifest["settings"]["dispersion"] == "angular_spread" and manifest["dispersion_blocks"] == "all"
+    assert manifest["report_to"] == [] and manifest["resumed_from_step"] is None  # no tensorboard/ above
     # 13 documents: the last ceil(1.3) = 2 are held out, and the probes read exactly those.
     assert manifest["data"]["train_documents"] == 11 and manifest["data"]["heldout_documents"] == 2
     final = json.loads((out / "probes" / "step_000004" / "run.json").read_text())
@@ -158,6 +159,8 @@ BAD = [
     (["MODEL", "--out", "AFILE"], "is an existing file"),
     (["MODEL", "--out", "NOT_FT"], "is a non-empty folder that is not a"),
     (["no-such-model-xyz"], "no-such-model-xyz"),
+    (["MODEL", "--report-to", "tensorbord"], "bad --report-to 'tensorbord': use none or"),
+    (["MODEL", "--checkpoint-every", -1], "bad --checkpoint-every -1.0"),
 ]
 
 

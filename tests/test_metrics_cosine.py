@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from condense.metrics import (
+    PaperCosineAccumulator,
     PooledCosineAccumulator,
     cone_half_angles_deg,
     mean_pairwise_angle_deg,
@@ -111,3 +112,64 @@ def test_quantiles_from_counts_uniform():
     counts = np.ones(100)
     assert quantiles_from_counts(counts, 0.0, 1.0, (0.1, 0.5, 0.9)) == pytest.approx([0.1, 0.5, 0.9])
     assert all(math.isnan(q) for q in quantiles_from_counts(np.zeros(10), 0, 1))
+
+
+def paper_reference(seqs: list[np.ndarray], floor: float = 1e-3) -> np.ndarray:
+    """The paper's averaged matrix in numpy: per text C = clip(x_i.x_j / (max(|x_i|, f) max(|x_j|, f))),
+    diagonal kept, each entry averaged over the texts long enough to have it."""
+    size = max(len(x) for x in seqs)
+    total, count = np.zeros((size, size)), np.zeros((size, size))
+    for x in seqs:
+        u = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), floor)
+        total[: len(x), : len(x)] += np.clip(u @ u.T, -1, 1)
+        count[: len(x), : len(x)] += 1
+    return total / count
+
+
+def paper_update(acc: PaperCosineAccumulator, seqs: list[np.ndarray], width: int) -> None:
+    x = np.zeros((len(seqs), width, seqs[0].shape[1]))
+    mask = np.zeros((len(seqs), width), bool)
+    for b, s in enumerate(seqs):
+        x[b, : len(s)], mask[b, : len(s)] = s, True
+    acc.update(torch.tensor(x), torch.tensor(mask))
+
+
+def test_paper_accumulator_floors_norms_at_1e3_and_keeps_the_diagonal():
+    rng = np.random.default_rng(4)
+    seqs = [rng.standard_normal((6, 5)) + 0.5 for _ in range(4)]
+    seqs[1][2] = 1e-5 * rng.standard_normal(5)  # a near-zero token: the floor decides its cosines
+    acc = PaperCosineAccumulator(6)
+    paper_update(acc, seqs[:3], 6)
+    paper_update(acc, seqs[3:], 6)
+    ref = paper_reference(seqs)
+    np.testing.assert_allclose(acc.averaged_matrix().numpy(), ref, atol=1e-12)
+    cols = acc.finalize().columns
+    assert cols["n_pairs"] == 36
+    assert cols["mean_cos"] == pytest.approx(ref.mean()) and cols["std_cos"] == pytest.approx(ref.std())
+    assert cols["mean_pair_angle_deg"] == pytest.approx(np.degrees(np.arccos(np.clip(ref, -1, 1))).mean())
+    assert abs(ref.mean() - paper_reference(seqs, floor=1e-8).mean()) > 1e-3  # the floor is what is tested
+
+
+def test_paper_accumulator_ragged_averages_each_entry_over_the_texts_that_have_it():
+    rng = np.random.default_rng(8)
+    seqs = [rng.standard_normal((n, 4)) + 1.0 for n in (7, 3, 5, 7, 2)]
+    acc = PaperCosineAccumulator(7, ragged=True)
+    paper_update(acc, seqs[:2], 7)
+    paper_update(acc, seqs[2:], 7)
+    ref = paper_reference(seqs)
+    np.testing.assert_allclose(acc.averaged_matrix().numpy(), ref, atol=1e-12)
+    stats = acc.finalize()
+    assert stats.columns["mean_cos"] == pytest.approx(ref.mean())
+    hist, _ = np.histogram(ref, bins=HIST_BINS, range=(-1, 1), density=True)
+    np.testing.assert_allclose(stats.density, hist, atol=1e-9)
+    with pytest.raises(ValueError, match="exactly S tokens"):
+        paper_update(PaperCosineAccumulator(7), seqs[:2], 7)
+
+
+def test_paper_accumulator_pads_a_short_batch_to_its_length():
+    rng = np.random.default_rng(9)
+    seqs = [rng.standard_normal((n, 3)) for n in (6, 4, 4)]
+    acc = PaperCosineAccumulator(6, ragged=True)
+    paper_update(acc, seqs[:1], 6)
+    paper_update(acc, seqs[1:], 4)  # a later batch narrower than S
+    np.testing.assert_allclose(acc.averaged_matrix().numpy(), paper_reference(seqs), atol=1e-12)

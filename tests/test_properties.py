@@ -11,11 +11,13 @@ from hypothesis import strategies as st
 
 from condense.metrics import (
     PooledCosineAccumulator,
+    TokenGeometryAccumulator,
     cone_half_angles_deg,
     effective_rank,
     max_explainable_variance,
     mean_pairwise_angle_deg,
     mean_pairwise_cosine,
+    pairwise_cosine,
     singular_value_entropy,
 )
 from condense.results import HIST_EDGES, ProbeResult, RESULT_FORMAT
@@ -91,3 +93,26 @@ def test_result_round_trip(tmp_path, n_layers, seed, with_massive):
     assert list(back.layers["massive_positions"]) == list(layers["massive_positions"])
     assert back.trend["spearman"] == pytest.approx(trend["spearman"]) and math.isnan(back.trend["kendall"])
     np.testing.assert_array_equal(np.load(folder / "histograms.npz")["bin_edges"], HIST_EDGES)
+
+
+@given(st.integers(2, 12), st.integers(2, 16), st.integers(0, 2**31 - 1))
+@settings(deadline=None, max_examples=40)
+def test_parallel_vectors_stay_inside_minus_one_one(n, d, seed):
+    """Rounding makes u.u exceed 1 for about half of all directions: cosines are clipped, so angles are
+    0 and never NaN (arccos of 1 + 1e-16 is NaN)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(d) * rng.uniform(0.01, 100, size=(n, 1))
+    c = pairwise_cosine(x).numpy()
+    assert c.max() <= 1.0 and c.min() >= 1.0 - 1e-12
+    assert mean_pairwise_angle_deg(x) == pytest.approx(0.0, abs=1e-5)
+    assert np.all(cone_half_angles_deg(x) < 1e-5)
+    t = torch.tensor(x[None])
+    acc = PooledCosineAccumulator()
+    acc.update(t / t.norm(dim=-1, keepdim=True), torch.ones(1, n, dtype=torch.bool))
+    cols = acc.finalize().columns
+    assert cols["mean_pair_angle_deg"] == pytest.approx(0.0, abs=1e-5) and cols["q95_cos"] <= 1.0
+    for dtype in (torch.float32, torch.float64):
+        geometry = TokenGeometryAccumulator(d, spectrum_seqs=0)
+        geometry.update(t.to(dtype), torch.ones(1, n, dtype=torch.bool), torch.arange(n)[None])
+        angles = geometry.finalize()
+        assert angles["cone_half_angle_mean_deg"] < 0.05 and angles["cone_half_angle_max_deg"] < 0.05

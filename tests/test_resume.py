@@ -5,7 +5,6 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -14,6 +13,7 @@ import torch
 from condense.probing.checkpoint import CheckpointPlan
 from condense.errors import CondenseError
 
+from tests.interrupt import interrupt_when_probing
 from tests.test_cli import ENV, run
 
 ARGS = ["--num-seqs", "40", "--max-length", "128", "--batch-size", "1", "--spectrum-seqs", "40"]
@@ -21,24 +21,7 @@ ARGS = ["--num-seqs", "40", "--max-length", "128", "--batch-size", "1", "--spect
 
 def start_and_interrupt(args, sig) -> subprocess.CompletedProcess:
     """Start `condense probe`, send ``sig`` once the progress bar has moved, wait for the exit."""
-    proc = subprocess.Popen([sys.executable, "-m", "condense", "probe", *map(str, args)], stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, env=ENV)
-    seen = bytearray()
-    moved = threading.Event()
-
-    def watch():
-        while chunk := proc.stderr.read1(4096) if hasattr(proc.stderr, "read1") else proc.stderr.read(1):
-            seen.extend(chunk)
-            if b"probing:" in seen and b"tok/s]" in seen[seen.rfind(b"probing:"):]:
-                moved.set()
-
-    reader = threading.Thread(target=watch, daemon=True)
-    reader.start()
-    assert moved.wait(240), seen.decode(errors="replace")
-    proc.send_signal(sig)
-    proc.wait(240)
-    reader.join(10)
-    return subprocess.CompletedProcess(args, proc.returncode, proc.stdout.read().decode(), seen.decode(errors="replace"))
+    return interrupt_when_probing(["probe", *args], sig)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

@@ -2,14 +2,18 @@
 
 import json
 import os
+import signal
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
 import condense.sweep
 from condense.errors import CondenseError
+from condense.probing.checkpoint import checkpoint_path_for, save_checkpoint
 from condense.results import ProbeResult
 from condense.sweep import SUMMARY_COLUMNS, load_spec, parse_spec, run_sweep
+from tests.interrupt import interrupt_when_probing
 from tests.test_cli import run
 
 SMALL = "num_seqs = 2\nmax_length = 16\nspectrum_seqs = 0\n"
@@ -194,3 +198,51 @@ def test_ray_executor_on_local_instance(local_ray, tiny_models, docs_jsonl, not_
     assert local_ray.is_initialized()  # a cluster the sweep joined is left running
     again = run_sweep(load_spec(spec), out, executor="ray", echo=lambda _: None)
     assert [r["status"] for r in again] == ["skipped", "failed", "skipped"]
+
+
+SLOW_RUN = "num_seqs = 40\nmax_length = 128\nbatch_size = 1\nspectrum_seqs = 40\n"  # slow enough to interrupt
+
+
+def test_interrupted_sweep_resumes_the_partly_done_run(tiny_models, tmp_path):
+    """Ctrl-C stops the whole sweep (exit 130) leaving the run's checkpoint; the next sweep continues the
+    run from it to the numbers of an uninterrupted run."""
+    model = tiny_models["llama"]
+    spec = write(tmp_path / "one.toml", f'models = ["{model}"]\n[settings]\n{SLOW_RUN}')
+    whole = run_sweep(load_spec(spec), tmp_path / "whole", quiet=True, echo=lambda _: None)[0]["folder"]
+    out = tmp_path / "out"
+    stopped = interrupt_when_probing(["sweep", spec, "--out", out], signal.SIGINT)
+    assert stopped.returncode == 130, stopped.stderr
+    last = stopped.stderr.strip().splitlines()[-1].split("\r")[-1]
+    assert last.startswith("condense: error: sweep interrupted during llama__builtin with 0 of 1 runs finished")
+    assert "Traceback" not in stopped.stderr
+    checkpoint = out / ".llama__builtin.resume.pt"
+    assert checkpoint.exists() and not (out / "llama__builtin").exists() and not (out / "summary.csv").exists()
+    lines = []
+    rows = run_sweep(load_spec(spec), out, quiet=True, echo=lines.append)
+    assert [r["status"] for r in rows] == ["ok"], lines
+    resumed = ProbeResult.load(rows[0]["folder"]).run
+    assert 0 < resumed["resumed_from_sequence"] < 40
+    assert (out / "llama__builtin" / "layers.csv").read_bytes() == (Path(whole) / "layers.csv").read_bytes()
+    assert not checkpoint.exists()
+
+
+@pytest.mark.parametrize("stale", ["other-settings", "unreadable"])
+def test_sweep_starts_over_from_an_unusable_checkpoint(tiny_gpt2, docs_jsonl, tmp_path, stale):
+    spec = write(tmp_path / "one.toml", f'models = ["{tiny_gpt2}"]\ncorpora = ["{docs_jsonl}"]\n[settings]\n{SMALL}')
+    out = tmp_path / "out"
+    checkpoint = checkpoint_path_for(out / "gpt2__docs.jsonl")
+    if stale == "other-settings":  # e.g. the spec changed num_seqs since the run was stopped
+        save_checkpoint(checkpoint, {"model": str(tiny_gpt2), "settings": {"num_seqs": 99}}, {"done": 1})
+    else:
+        out.mkdir()
+        checkpoint.write_bytes(b"not a checkpoint")
+    rows = run_sweep(load_spec(spec), out, quiet=True, echo=lambda _: None)
+    assert [r["status"] for r in rows] == ["ok"], rows[0]["error"]
+    assert ProbeResult.load(rows[0]["folder"]).run["resumed_from_sequence"] is None
+    assert not checkpoint.exists()
+
+
+@pytest.mark.parametrize("key", ["resume", "checkpoint"])
+def test_spec_cannot_set_what_the_sweep_manages(tmp_path, key):
+    with pytest.raises(CondenseError, match=f"unknown setting '{key}'"):
+        parse_spec({"models": ["m"], "settings": {key: True}})

@@ -66,3 +66,40 @@ def test_gaussian_baseline_closed_forms_and_simulation():
     assert base["q95_cos"] == pytest.approx(1.645 / 8, abs=0.02)
     assert base["mev"] < 0.05 and base["effective_rank"] > 40
     assert gaussian_baseline(128, 64, seed=0) == base
+
+
+def test_last_half_of_an_odd_number_of_layers_rounds_down():
+    out = last_layers_means(np.arange(7.0))
+    assert out["last_half"] == pytest.approx(5.0)  # the last 3 of 7
+    assert last_layers_means(np.array([0.25]))["last_half"] == 0.25
+
+
+def test_bootstrap_resamples_pooled_sums_over_pooled_counts():
+    """Long sequences condensed (mean 0.8), short ones not (mean 0): the pooled mean is ~0.799 and every
+    resample's sum / count stays near it; a mean of per-sequence means would sit near 0.4."""
+    rng = np.random.default_rng(2)
+    counts = np.array([[1000.0] * 10 + [1.0] * 10])
+    sums = np.concatenate([0.8 + rng.normal(0, 0.001, 10), np.zeros(10)])[None] * counts
+    point = sums.sum() / counts.sum()
+    low, high = bootstrap_mean_cos(np.array([0]), sums, counts, resamples=400, seed=0)["mean_cos_ci"][0]
+    # any resample holding k long sequences has mean ~ 800 k / (1000 k + 20 - k), in [0.79, 0.8] for k >= 2
+    assert 0.79 < low <= point <= high < 0.8
+
+
+def test_bootstrap_keeps_layers_paired():
+    """Every sequence rises by 0.01 per layer on top of a large sequence effect: a resample that draws
+    the same sequences for every layer rises too (Spearman 1); independent draws per layer would not."""
+    rng = np.random.default_rng(3)
+    base = rng.uniform(0, 0.5, 30)
+    layers = np.arange(5)
+    counts = np.full((5, 30), 100.0)
+    sums = (base[None] + 0.01 * layers[:, None]) * counts
+    out = bootstrap_mean_cos(layers, sums, counts, resamples=200, seed=1)
+    assert out["spearman_ci"] == pytest.approx((1.0, 1.0)) and out["kendall_ci"] == pytest.approx((1.0, 1.0))
+
+
+def test_gaussian_baseline_cone_angle_matches_the_large_n_limit():
+    # N isotropic unit vectors: |sum u| ~ sqrt(N), so each is at arccos(~1/sqrt(N)) from the mean direction
+    base = gaussian_baseline(n_tokens=256, dim=512, seed=0)
+    assert base["cone_half_angle_mean_deg"] == pytest.approx(math.degrees(math.acos(1 / math.sqrt(256))), abs=0.5)
+    assert base["hf_lf_ratio"] > 1  # no shared mean token: the high-frequency part dominates

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import click
 
-from condense.errors import CondenseError
+from condense.errors import CondenseError, CondenseWarning
 from condense.probing.layers import LAYER_SPEC_HELP
+from condense.results.atomic import storage_error
 
 __all__ = ["main", "cli", "probe_options"]
+
+_python_show_warning = warnings.showwarning
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -85,9 +89,15 @@ def probe_options(f):
 
 
 def main() -> None:
-    """Entry point: turn user errors into one line on stderr and exit code 2."""
+    """Entry point: turn user errors into one line on stderr and exit code 2.
+
+    CondenseError (bad input, and StorageError: full disk, quota, read-only file system) and
+    click's usage errors exit 2; an interrupt exits 130; a storage OSError raised by any other
+    writer is reported like StorageError. Anything else is a bug and keeps its traceback.
+    """
     from condense.cli import commands  # noqa: F401  (registers the subcommands)
 
+    warnings.showwarning = _show_warning
     try:
         cli.main(standalone_mode=False)
     except CondenseError as err:
@@ -99,6 +109,20 @@ def main() -> None:
         _fail("interrupted", code=130)
     except KeyboardInterrupt:
         _fail("interrupted", code=130)
+    except Exception as err:
+        # a writer outside the atomic helpers hit a full disk, quota or read-only file system
+        problem = storage_error(err)
+        if problem is None:
+            raise
+        _fail(str(problem))
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """condense's own warnings as one line on stderr; others as Python shows them."""
+    if issubclass(category, CondenseWarning):
+        click.echo(f"condense: warning: {message}", err=True)
+    else:
+        _python_show_warning(message, category, filename, lineno, file, line)
 
 
 def _fail(message: str, code: int = 2) -> None:

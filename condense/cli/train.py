@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from condense.cli.app import cli
+from condense.training.finetune import DEFAULT_CHECKPOINT_SECONDS
 from condense.training.settings import DISPERSIONS, WHERE_HELP
 
 
@@ -35,11 +36,17 @@ from condense.training.settings import DISPERSIONS, WHERE_HELP
               help="Output folder (default results/finetune/<model>__<corpus>__<dispersion>).")
 @click.option("--baseline", type=click.Path(path_type=Path), default=None,
               help="A previous finetune folder, drawn beside this run in compare.png.")
+@click.option("--report-to", default="none", show_default=True,
+              help="none | tensorboard (event files in OUT/tensorboard) | another transformers integration "
+                   "(wandb, mlflow, ...); several separated by commas.")
+@click.option("--checkpoint-every", type=float, default=DEFAULT_CHECKPOINT_SECONDS, show_default=True,
+              help="Seconds between checkpoints in .<OUT>.resume/ beside --out (0: only on Ctrl-C/SIGTERM).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted run from its checkpoint (.<OUT>.resume/).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N | mps")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the checkpoint's own modelling code.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
-def finetune(model: str, out: Path | None, baseline: Path | None, device: str, trust_remote_code: bool,
-             quiet: bool, **settings) -> None:
+def finetune(model: str, out: Path | None, baseline: Path | None, report_to: str, checkpoint_every: float,
+             resume: bool, device: str, trust_remote_code: bool, quiet: bool, **settings) -> None:
     """Fine-tune MODEL (or pre-train it with --init random) and probe condensation on held-out text."""
     from condense.api import default_run_folder
     from condense.training import finetune as run_finetune
@@ -48,7 +55,8 @@ def finetune(model: str, out: Path | None, baseline: Path | None, device: str, t
         folder = default_run_folder(model, settings["corpus"], settings["init"], root="results/finetune")
         out = folder.with_name(f"{folder.name}__{settings['dispersion']}")
     run = run_finetune(model, out, baseline=baseline, device=device, trust_remote_code=trust_remote_code,
-                       quiet=quiet, **settings)
+                       quiet=quiet, report_to=report_to, checkpoint_every=checkpoint_every, resume=resume,
+                       **settings)
     click.echo(run.probes.to_string(index=False, float_format="%.4f"))
-    extra = ", compare.png" if baseline is not None else ""
+    extra = (", compare.png" if baseline is not None else "") + (", tensorboard/" if (out / "tensorboard").exists() else "")
     click.echo(f"wrote {out}/ (checkpoint/, loss_log.csv, probes/, probes.csv, steps.png{extra}, finetune.json)")

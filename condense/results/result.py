@@ -35,19 +35,35 @@ class ProbeResult:
     histograms: np.ndarray
     trend: dict[str, Any]
     run: dict[str, Any]
+    label: str | None = None
 
     @property
     def name(self) -> str:
-        """A short label for plots: the model name plus ' (random init)' where it applies."""
-        label = str(self.run.get("model", "model")).rstrip("/").split("/")[-1]
-        return label + (" (random init)" if self.run.get("init") == "random" else "")
+        """The label of this run in figures.
+
+        ``label`` when set (a user's override, shown verbatim; never saved); else run.json's
+        ``label`` (the alias, the checkpoint's own name, or the hub id's last part; older runs:
+        the model argument's last path part), plus the GGUF quantisation in brackets (4-bit
+        weights are not the original weights) and ' (random init)' where they apply.
+        """
+        if self.label:
+            return self.label
+        name = str(self.run.get("label") or str(self.run.get("model", "model")).rstrip("/").split("/")[-1])
+        if self.run.get("quantization") and self.run.get("init") != "random":
+            name += f" [{self.run['quantization']}]"
+        return name + (" (random init)" if self.run.get("init") == "random" else "")
 
     @property
     def bin_edges(self) -> np.ndarray:
         return HIST_EDGES
 
     def save(self, folder: str | Path, heatmap: bool = True) -> Path:
-        """Write layers.csv, histograms.npz, run.json (and heatmap.png) atomically into ``folder``."""
+        """Write layers.csv, histograms.npz, run.json (and heatmap.png) atomically into ``folder``.
+
+        The files go to a hidden temporary folder beside ``folder``, renamed into place when
+        complete. A full disk, quota or read-only file system raises one-line
+        :class:`~condense.results.atomic.StorageError` naming ``folder``; nothing is left behind.
+        """
         with atomic_folder(Path(folder)) as tmp:
             self.layers.to_csv(tmp / "layers.csv", index=False, float_format="%.10g")
             np.savez(tmp / "histograms.npz", bin_edges=HIST_EDGES, density=self.histograms,
@@ -57,8 +73,10 @@ class ProbeResult:
                 import matplotlib.pyplot as plt
 
                 fig = self.plot()
-                fig.savefig(tmp / "heatmap.png", dpi=150, bbox_inches="tight")
-                plt.close(fig)
+                try:
+                    fig.savefig(tmp / "heatmap.png", dpi=150, bbox_inches="tight")
+                finally:
+                    plt.close(fig)
         return Path(folder)
 
     @classmethod

@@ -67,9 +67,10 @@ def pack_blocks(docs: list[Document], tokenizer, seq_len: int) -> torch.Tensor:
     return torch.tensor(ids[: n_blocks * seq_len], dtype=torch.long).view(n_blocks, seq_len)
 
 
-def block_batches(blocks: torch.Tensor, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+def block_batches(blocks: torch.Tensor, batch_size: int, seed: int, start: int = 0) -> Iterator[torch.Tensor]:
     """Endless ``[batch_size, seq_len]`` batches: the blocks in a seeded random order, reshuffled
-    every epoch; a batch may span two epochs (so any number of blocks >= 1 works)."""
+    every epoch; a batch may span two epochs (so any number of blocks >= 1 works). ``start``
+    skips that many batches (the data position of a resumed run) without building them."""
     gen = torch.Generator().manual_seed(seed)
 
     def order() -> Iterator[int]:
@@ -77,6 +78,7 @@ def block_batches(blocks: torch.Tensor, batch_size: int, seed: int) -> Iterator[
             yield from torch.randperm(len(blocks), generator=gen).tolist()
 
     indices = order()
+    next(itertools.islice(indices, start * batch_size, start * batch_size), None)  # itertools' "consume"
     while True:
         yield blocks[[next(indices) for _ in range(batch_size)]]
 

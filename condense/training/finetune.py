@@ -1,56 +1,48 @@
 """``finetune``: train a causal LM with an optional dispersion loss, probing held-out text as it goes.
 
-A plain, seeded AdamW loop (deterministic on CPU): each step's loss is the next-token
-cross-entropy of a batch of packed ``seq_len`` blocks, plus ``coeff`` times the dispersion loss
-of the chosen blocks' outputs (collected by :func:`condense.dispersion.attach_dispersion`). At
-step 0, every ``probe_every`` steps and at the end, the model is probed (the standard probe,
-pooled convention, every layer) on held-out documents, and its LM loss on the same held-out
-sequences is measured. Everything lands atomically in one folder (see :mod:`.run`).
+A plain, seeded AdamW loop (deterministic on CPU; see :mod:`.loop`): each step's loss is the
+next-token cross-entropy of a batch of packed ``seq_len`` blocks, plus ``coeff`` times the
+dispersion loss of the chosen blocks' outputs. At step 0, every ``probe_every`` steps and at the
+end, the model is probed (the standard probe, pooled convention, every layer) on held-out
+documents, and its LM loss on the same held-out sequences is measured. Losses and probes can go
+to TensorBoard (or any integration transformers knows) as they happen; the state is saved
+periodically beside the output folder (:mod:`.resume`), so a killed run resumes. Everything
+lands atomically in one folder at the end (see :mod:`.run`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import platform
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
-import torch.nn.functional as F
-from tqdm.auto import tqdm
 
-from condense.dispersion import DispersionLoss, attach_dispersion
 from condense.errors import CondenseError
-from condense.probing.corpus import TokenSequence
 from condense.models import LoadedModel, resolve_device
-from condense.probing.probe import ProbeSettings, probe_loaded
-from condense.results import ProbeResult
-from condense.training.data import CorpusSplit, block_batches, heldout_sequences, pack_blocks, split_corpus
-from condense.training.model import CausalSource, load_causal_lm, probe_view, resolve_causal_source
-from condense.training.run import (
-    FINETUNE_FORMAT,
-    MARKER,
-    FinetuneRun,
-    atomic_output,
-    check_out,
-    load_finetune,
-    probe_folder,
-)
+from condense.probing.corpus import token_hash
+from condense.training.data import heldout_sequences, pack_blocks, split_corpus
+from condense.training.loop import TrainingInputs, TrainingOutcome, train
+from condense.training.model import load_causal_lm, resolve_causal_source
+from condense.training.reporting import TrainingReporter, report_to_names
+from condense.training.resume import Checkpointer, run_key, work_folder
+from condense.training.run import FINETUNE_FORMAT, MARKER, FinetuneRun, atomic_output, check_out, load_finetune, probe_folder
 from condense.training.settings import FinetuneSettings
 
-__all__ = ["finetune", "heldout_lm_loss"]
+__all__ = ["finetune", "DEFAULT_CHECKPOINT_SECONDS"]
 
-LOSS_COLUMNS = ["step", "lm_loss", "dispersion_loss", "total_loss", "lr"]
-PROBE_COLUMNS = ["step", "heldout_lm_loss", "mean_cos_last_half", "mean_cos_last", "spearman", "kendall"]
+DEFAULT_CHECKPOINT_SECONDS = 300.0
 
 
 def finetune(model: str, out: str | Path, *, baseline: str | Path | None = None, device: str = "auto",
-             trust_remote_code: bool = False, quiet: bool = False, **settings: Any) -> FinetuneRun:
+             trust_remote_code: bool = False, quiet: bool = False, report_to: str | list[str] | None = "none",
+             checkpoint_every: float = DEFAULT_CHECKPOINT_SECONDS, resume: bool = False,
+             **settings: Any) -> FinetuneRun:
     """Fine-tune (``init="pretrained"``) or pre-train (``init="random"``) ``model`` and save into ``out``.
 
     ``model`` is anything ``condense probe`` accepts (alias, checkpoint folder, .gguf, hub id;
@@ -58,8 +50,12 @@ def finetune(model: str, out: str | Path, *, baseline: str | Path | None = None,
     are the fields of :class:`FinetuneSettings` (``corpus``, ``dispersion``, ``coeff``,
     ``where``, ``steps``, ``lr``, ``batch_size``, ``seq_len``, ``seed``, ``probe_every``,
     ``probe_seqs``, ``heldout``, ...). ``baseline``: a previous finetune folder, drawn beside
-    this run in ``compare.png``. Every input is checked before the weights load; bad ones raise
-    CondenseError. Returns the run as written (``FinetuneRun``, folder = ``out``).
+    this run in ``compare.png``. ``report_to``: ``none``, ``tensorboard`` (event files in
+    ``out/tensorboard``, written live in the work folder) or other transformers integrations.
+    ``checkpoint_every``: seconds between checkpoints in the work folder ``.<out>.resume/``
+    (0: only on SIGINT/SIGTERM); ``resume``: continue from that checkpoint. Every input is
+    checked before the weights load; bad ones raise CondenseError. Returns the run as written
+    (``FinetuneRun``, folder = ``out``).
     """
     started = time.perf_counter()
     try:
@@ -67,41 +63,64 @@ def finetune(model: str, out: str | Path, *, baseline: str | Path | None = None,
     except TypeError as err:
         raise CondenseError(f"unknown finetune setting ({err})") from None
     cfg.validate()
-    inputs = _prepare(model, Path(out), cfg, baseline, device, trust_remote_code)
+    report_to_names(report_to)
+    out = Path(out)
+    inputs = _prepare(model, out, cfg, baseline, device, trust_remote_code)
+    work = work_folder(out)
+    checkpointer = Checkpointer(work, run_key(model, asdict(cfg), inputs.blocks, token_hash(inputs.heldout)),
+                                checkpoint_every)
+    state = None
+    if checkpointer.exists():
+        if not resume:
+            raise CondenseError(f"{str(work)!r} holds the checkpoint of an interrupted run; add --resume to continue "
+                                "it, or delete that folder to start over")
+        state = checkpointer.load(torch.device("cpu"))
+    else:
+        shutil.rmtree(work / "tensorboard", ignore_errors=True)  # the logs of a run that failed for good
     loaded = load_causal_lm(inputs.source, inputs.device, cfg.seed)
-    timings = {"setup_seconds": time.perf_counter() - started}
-    with atomic_output(Path(out)) as tmp:
-        losses, probes, results = _train(loaded, cfg, inputs, tmp, timings, quiet)
-        t0 = time.perf_counter()
+    setup_seconds = time.perf_counter() - started
+    reporter = TrainingReporter(report_to, work / "tensorboard", loaded.model, loaded.tokenizer,
+                                purge_step=state["step"] + 1 if state else None)
+    try:
+        outcome = train(loaded, cfg, inputs, checkpointer, reporter, state, quiet)
+    finally:
+        reporter.close()
+    timings = {"setup_seconds": setup_seconds, **outcome.timings}
+    run = _write(out, model, loaded, cfg, inputs, baseline, outcome, timings, started,
+                 {"report_to": report_to_names(report_to), "checkpoint_every_seconds": checkpointer.every,
+                  "checkpoints_saved": checkpointer.saves, "checkpoint_seconds": round(checkpointer.seconds_saving, 3),
+                  "resumed_from_step": outcome.resumed_from_step})
+    checkpointer.remove()
+    return run
+
+
+def _write(out: Path, model: str, loaded: LoadedModel, cfg: FinetuneSettings, inputs: TrainingInputs,
+           baseline: str | Path | None, outcome: TrainingOutcome, timings: dict[str, float], started: float,
+           extra: dict[str, Any]) -> FinetuneRun:
+    """Write the output folder atomically, with the live TensorBoard logs moved into it."""
+    t0 = time.perf_counter()
+    with atomic_output(out) as tmp:
         (tmp / "checkpoint").mkdir()
         loaded.model.save_pretrained(tmp / "checkpoint")
         loaded.tokenizer.save_pretrained(tmp / "checkpoint")
-        losses.to_csv(tmp / "loss_log.csv", index=False, float_format="%.8g")
-        probes.to_csv(tmp / "probes.csv", index=False, float_format="%.8g")
+        outcome.losses.to_csv(tmp / "loss_log.csv", index=False, float_format="%.8g")
+        outcome.probes.to_csv(tmp / "probes.csv", index=False, float_format="%.8g")
+        for step, result in outcome.results.items():
+            result.save(probe_folder(tmp, step))
+        logs = work_folder(out) / "tensorboard"
+        if logs.exists():
+            shutil.copytree(logs, tmp / "tensorboard")
         timings["save_seconds"] = time.perf_counter() - t0
         timings["total_seconds"] = time.perf_counter() - started
-        manifest = _manifest(model, loaded, cfg, inputs, baseline, timings)
+        manifest = {**_manifest(model, loaded, cfg, inputs, baseline, timings), **extra}
         (tmp / MARKER).write_text(json.dumps(manifest, indent=2) + "\n")
-        run = FinetuneRun(Path(out), manifest, losses, probes, results)
+        run = FinetuneRun(out, manifest, outcome.losses, outcome.probes, outcome.results)
         _draw(run, inputs.baseline, tmp)
     return run
 
 
-@dataclass
-class _Inputs:
-    """Everything a run needs besides the weights, checked."""
-
-    device: torch.device
-    source: CausalSource
-    where: str | list[int]
-    split: CorpusSplit
-    blocks: torch.Tensor  # [n_blocks, seq_len] training token ids
-    heldout: list[TokenSequence]
-    baseline: FinetuneRun | None
-
-
 def _prepare(model: str, out: Path, cfg: FinetuneSettings, baseline: str | Path | None, device: str,
-             trust_remote_code: bool) -> _Inputs:
+             trust_remote_code: bool) -> TrainingInputs:
     """Check every input against the corpus, tokenizer and architecture, without loading weights."""
     check_out(out)
     base = None
@@ -122,114 +141,10 @@ def _prepare(model: str, out: Path, cfg: FinetuneSettings, baseline: str | Path 
     top = max(int(blocks.max()), max(max(s.input_ids) for s in heldout))
     if top >= vocab:
         raise CondenseError(f"the tokenizer of {model!r} gives token id {top}, beyond the model's vocabulary ({vocab})")
-    return _Inputs(dev, src, where, split, blocks, heldout, base)
+    return TrainingInputs(dev, src, where, split, blocks, heldout, base)
 
 
-def _train(loaded: LoadedModel, cfg: FinetuneSettings, inputs: _Inputs, tmp: Path, timings: dict[str, float],
-           quiet: bool) -> tuple[pd.DataFrame, pd.DataFrame, dict[int, ProbeResult]]:
-    """The training loop with its probes. Returns (loss log, probe table, {step: ProbeResult})."""
-    model, dev = loaded.model, inputs.device
-    probe_steps = set(cfg.probe_steps())
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    batches = block_batches(inputs.blocks, cfg.batch_size, cfg.seed)
-    hook = None
-    if cfg.dispersion != "none":
-        hook = attach_dispersion(model, inputs.where, DispersionLoss(cfg.dispersion, seed=cfg.seed))
-    loss_rows: list[dict[str, float]] = []
-    probe_rows: list[dict[str, float]] = []
-    results: dict[int, ProbeResult] = {}
-    probe_seconds = 0.0
-
-    def probe_now(step: int) -> None:
-        nonlocal probe_seconds
-        t0 = time.perf_counter()
-        result, loss = _probe(loaded, cfg, inputs.split, inputs.heldout, step)
-        result.save(probe_folder(tmp, step))
-        results[step] = result
-        probe_rows.append({"step": step, "heldout_lm_loss": loss, "mean_cos_last_half": result.trend["last_half"],
-                           "mean_cos_last": float(result.layers["mean_cos"].iloc[-1]),
-                           "spearman": result.trend["spearman"], "kendall": result.trend["kendall"]})
-        probe_seconds += time.perf_counter() - t0
-        if not quiet:
-            tqdm.write(f"step {step}: held-out LM loss {loss:.4f}, last-half mean cos {result.trend['last_half']:.4f}")
-
-    torch.manual_seed(cfg.seed)  # dropout
-    started = time.perf_counter()
-    try:
-        probe_now(0)
-        for step in tqdm(range(1, cfg.steps + 1), desc="training", unit="step", disable=quiet, leave=False):
-            lr = cfg.lr_at(step)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            ids = next(batches).to(dev)
-            logits = model(input_ids=ids).logits
-            lm = F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), ids[:, 1:].flatten())
-            dispersion = hook.loss() if hook is not None else None
-            total = lm + cfg.coeff * dispersion if dispersion is not None else lm
-            if not torch.isfinite(total):
-                raise CondenseError(f"the loss became {float(total)} at step {step}; lower --lr or --coeff")
-            total.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            loss_rows.append({"step": step, "lm_loss": lm.item(),
-                              "dispersion_loss": dispersion.item() if dispersion is not None else math.nan,
-                              "total_loss": total.item(), "lr": lr})
-            if step in probe_steps:
-                probe_now(step)
-    finally:
-        if hook is not None:
-            hook.remove()
-    model.eval()
-    timings["probe_seconds"] = probe_seconds
-    timings["train_seconds"] = time.perf_counter() - started - probe_seconds
-    return (pd.DataFrame(loss_rows, columns=LOSS_COLUMNS), pd.DataFrame(probe_rows, columns=PROBE_COLUMNS), results)
-
-
-def _probe(loaded: LoadedModel, cfg: FinetuneSettings, split: CorpusSplit, heldout: list[TokenSequence],
-           step: int) -> tuple[ProbeResult, float]:
-    """Held-out probe and LM loss of the model as it is after ``step`` optimizer steps."""
-    model = loaded.model
-    dev = next(model.parameters()).device
-    model.eval()
-    # Probing must not move the training RNG, so the loss log does not depend on the probe schedule.
-    with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-        loss = heldout_lm_loss(model, heldout, loaded.tokenizer, cfg.batch_size)
-        settings = ProbeSettings(corpus=cfg.corpus, text_field=cfg.text_field, num_seqs=cfg.probe_seqs,
-                                 max_length=cfg.seq_len, batch_size=cfg.batch_size, seed=cfg.seed)
-        result = probe_loaded(probe_view(loaded, step), settings, documents=iter(split.heldout), quiet=True)
-    model.train()
-    return result, loss
-
-
-@torch.no_grad()
-def heldout_lm_loss(model: torch.nn.Module, sequences: list[TokenSequence], tokenizer, batch_size: int = 8) -> float:
-    """Mean next-token cross-entropy (nats per predicted token) of a causal LM over ``sequences``.
-
-    Right-padded batches of ``batch_size``: padding is never a target, and never context for a
-    real token. Token-weighted over all sequences; float32 logits, float64 accumulation.
-    """
-    dev = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    total, count = 0.0, 0
-    for lo in range(0, len(sequences), batch_size):
-        chunk = sequences[lo: lo + batch_size]
-        width = max(len(s.input_ids) for s in chunk)
-        ids = torch.full((len(chunk), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(chunk), width), dtype=torch.long)
-        for r, s in enumerate(chunk):
-            ids[r, : len(s.input_ids)] = torch.tensor(s.input_ids)
-            attention[r, : len(s.input_ids)] = 1
-        ids, attention = ids.to(dev), attention.to(dev)
-        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1].float()
-        nll = F.cross_entropy(logits.flatten(0, 1), ids[:, 1:].flatten(), reduction="none")
-        valid = attention[:, 1:].flatten().bool()
-        total += float(nll[valid].double().sum())
-        count += int(valid.sum())
-    return total / count
-
-
-def _manifest(model: str, loaded: LoadedModel, cfg: FinetuneSettings, inputs: _Inputs,
+def _manifest(model: str, loaded: LoadedModel, cfg: FinetuneSettings, inputs: TrainingInputs,
               baseline: str | Path | None, timings: dict[str, float]) -> dict[str, Any]:
     import transformers
 

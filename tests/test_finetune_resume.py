@@ -1,0 +1,168 @@
+"""condense finetune survives hard kills: periodic checkpoints beside the output, --resume to the same numbers,
+and --report-to tensorboard whose scalars match the written logs, each step once."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import torch
+
+from condense.errors import CondenseError
+from condense.training import finetune
+from condense.training.resume import Checkpointer, work_folder
+from tests.test_cli import ENV, run
+
+STEPS = 12
+ARGS = ["--steps", STEPS, "--seq-len", 32, "--batch-size", 2, "--probe-every", 5, "--probe-seqs", 2,
+        "--dispersion", "angular_spread", "--coeff", 0.5, "--report-to", "tensorboard", "-q"]
+
+
+def _start(args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "condense", "finetune", *map(str, args)], env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _saved_step(state_file) -> int:
+    return torch.load(state_file, map_location="cpu", weights_only=False)["step"]
+
+
+def _wait_for_checkpoint(proc, state_file, after_step: int = 0, timeout: float = 240) -> None:
+    """Return once ``state_file`` holds a step beyond ``after_step``; fail if the run ended first."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the run ended before a checkpoint could be awaited: {proc.stderr.read()}"
+        if state_file.exists():
+            try:
+                if _saved_step(state_file) > after_step:
+                    return
+            except Exception:  # being replaced right now; try again
+                pass
+        time.sleep(0.02)
+    raise AssertionError("no checkpoint appeared")
+
+
+def test_sigkill_then_sigterm_then_resume_equals_an_uninterrupted_run(tiny_gpt2, docs_jsonl, tmp_path):
+    common = [tiny_gpt2, "--corpus", docs_jsonl, *ARGS]
+    out = tmp_path / "ft"
+    state_file = work_folder(out) / "state.pt"
+
+    killed = _start([*common, "--out", out, "--checkpoint-every", 0.2])
+    _wait_for_checkpoint(killed, state_file)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(60)
+    assert killed.returncode == -signal.SIGKILL
+    first = _saved_step(state_file)
+    assert 0 < first < STEPS and not out.exists()  # nothing finished-looking
+
+    # Resume, then stop politely (SIGTERM) once it has saved a later step: it saves and says how to go on.
+    stopped = _start([*common, "--out", out, "--checkpoint-every", 0.2, "--resume"])
+    _wait_for_checkpoint(stopped, state_file, after_step=first)
+    stopped.send_signal(signal.SIGTERM)
+    _, err = stopped.communicate(timeout=120)
+    if stopped.returncode == 0:
+        pytest.skip("the run finished before SIGTERM arrived (machine too fast for this schedule)")
+    assert stopped.returncode == 130, err
+    assert err.strip().splitlines()[-1].startswith("condense: error: SIGTERM: stopped after step ")
+    second = _saved_step(state_file)
+    assert first < second < STEPS and not out.exists()
+
+    done = run("finetune", *common, "--out", out, "--resume", "--checkpoint-every", 0.2)
+    assert done.returncode == 0, done.stderr
+    reference = run("finetune", *common, "--out", tmp_path / "whole", "--checkpoint-every", 0)
+    assert reference.returncode == 0, reference.stderr
+
+    whole = tmp_path / "whole"
+    for name in ("loss_log.csv", "probes.csv"):
+        assert (out / name).read_bytes() == (whole / name).read_bytes(), name
+    for step in (0, 5, 10, 12):
+        probe = f"probes/step_{step:06d}/layers.csv"
+        assert (out / probe).read_bytes() == (whole / probe).read_bytes(), probe
+    manifest = json.loads((out / "finetune.json").read_text())
+    assert manifest["resumed_from_step"] == second and manifest["report_to"] == ["tensorboard"]
+    assert not work_folder(out).exists() and not work_folder(whole).exists()
+
+    # TensorBoard (read with its own reader): every step once, despite three processes writing,
+    # and the values of the written logs.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = pd.read_csv(out / "loss_log.csv")
+    probes = pd.read_csv(out / "probes.csv")
+    events = EventAccumulator(str(out / "tensorboard"))
+    events.Reload()
+    loss = events.Scalars("train/loss")
+    assert [e.step for e in loss] == list(range(1, STEPS + 1))
+    assert [e.value for e in loss] == pytest.approx(log["total_loss"].tolist(), rel=1e-6)
+    dispersion = [e.value for e in events.Scalars("train/dispersion_loss")]
+    assert dispersion == pytest.approx(log["dispersion_loss"].tolist(), rel=1e-6)
+    spearman = events.Scalars("eval/condense/spearman")
+    assert [e.step for e in spearman] == [0, 5, 10, 12]
+    heldout = [e.value for e in events.Scalars("eval/condense/heldout_lm_loss")]
+    assert heldout == pytest.approx(probes["heldout_lm_loss"].tolist(), rel=1e-6)
+    last = pd.read_csv(out / "probes" / "step_000012" / "layers.csv")
+    assert events.Scalars("eval/condense/mean_cos/layer_03")[-1].value == pytest.approx(last["mean_cos"].iloc[3], rel=1e-6)
+
+
+def test_a_checkpoint_is_never_silently_overwritten_or_mismatched(tiny_gpt2, docs_jsonl, tmp_path, monkeypatch):
+    def no_weights(*_a, **_k):
+        raise AssertionError("weights were loaded before the checkpoint was checked")
+
+    monkeypatch.setattr(sys.modules["condense.training.finetune"], "load_causal_lm", no_weights)
+    out = tmp_path / "ft"
+    Checkpointer(work_folder(out), {"model": "something else"}, 0).save({"step": 3})
+    common = dict(corpus=str(docs_jsonl), steps=4, seq_len=32, batch_size=2, probe_seqs=2, quiet=True)
+    with pytest.raises(CondenseError, match="holds the checkpoint of an interrupted run; add --resume"):
+        finetune(str(tiny_gpt2), out, **common)
+    with pytest.raises(CondenseError, match="was made by a different model, corpus or settings"):
+        finetune(str(tiny_gpt2), out, resume=True, **common)
+    with pytest.raises(CondenseError, match="bad --checkpoint-every -1"):
+        finetune(str(tiny_gpt2), tmp_path / "other", checkpoint_every=-1, **common)
+    with pytest.raises(CondenseError, match="bad --report-to 'tensorbord'"):
+        finetune(str(tiny_gpt2), tmp_path / "other", report_to="tensorbord", **common)
+    assert not out.exists() and not (tmp_path / "other").exists()
+
+
+def test_checkpoint_write_failure_is_one_line(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a file where the work folder should be: the disk refuses
+    with pytest.raises(CondenseError) as err:
+        Checkpointer(blocker, {}, 1).save({"step": 1})
+    assert "cannot write the finetune checkpoint" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_checkpoint_on_a_full_disk_keeps_the_previous_one(tmp_path, monkeypatch):
+    import errno
+
+    checkpointer = Checkpointer(tmp_path / "work", {"k": 1}, 1)
+    checkpointer.save({"step": 1})
+
+    def full(*_args, **_kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", full)
+    with pytest.raises(CondenseError) as err:
+        checkpointer.save({"step": 2})
+    assert "no space left" in str(err.value) and "state.pt" in str(err.value) and "\n" not in str(err.value)
+    monkeypatch.undo()
+    assert checkpointer.load(torch.device("cpu"))["step"] == 1
+    assert [f.name for f in (tmp_path / "work").iterdir()] == ["state.pt"]  # no temporary file left
+
+
+def test_generator_states_round_trip():
+    from condense.dispersion import DispersionLoss
+    from condense.training.loop import _restore, _rng_states
+
+    model = torch.nn.Linear(2, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    dispersion = DispersionLoss(seed=3)
+    torch.randperm(5, generator=dispersion.generator)
+    saved = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": 1, "loss_rows": [],
+             "probe_rows": [], "results": {}, "timings": {}, "rng": _rng_states(torch.device("cpu"), dispersion)}
+    expected = (torch.rand(3), torch.randperm(9, generator=dispersion.generator))
+    other = DispersionLoss(seed=3)
+    _restore(saved, model, optimizer, other)
+    assert torch.equal(torch.rand(3), expected[0])
+    assert torch.equal(torch.randperm(9, generator=other.generator), expected[1])
