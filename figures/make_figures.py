@@ -6,7 +6,7 @@ Each figure is made by real `condense` commands (run one at a time in subprocess
 large models are never in memory at once); the exact commands, their wall time, CPU time and
 peak memory are written beside it as <figure>.txt. Random-init probe runs go to figures/runs/
 (not committed); real-weight runs go to figures/runs-real/ (committed: layers.csv,
-histograms.npz, run.json), with their trend numbers in figures/runs-real/summary.csv. Runs with
+histograms.npz, run.json), with their trend numbers in figures/runs-real/runs.csv. Runs with
 equal settings are reused between figures. --quick probes fewer, shorter sequences (a smoke test;
 its real-weight runs go to figures/runs-quick/, not committed). Real-weight figures need the
 offline aliases: `make models`.
@@ -87,7 +87,8 @@ def run_measured(command: list[str]) -> dict[str, float]:
 
 
 def write_summary(folder: Path, costs: dict[str, dict[str, float]]) -> None:
-    """summary.csv: one row per real-weight run with its trend numbers, what it was and what it cost."""
+    """runs.csv: one row per real-weight run with its trend numbers, what it was and what it cost
+    (not summary.csv, which would make the folder look like a sweep to `condense paper check`)."""
     rows = []
     for run_json in sorted(folder.glob("*/run.json")):
         run = json.loads(run_json.read_text())
@@ -100,7 +101,7 @@ def write_summary(folder: Path, costs: dict[str, dict[str, float]]) -> None:
                      "last_half_mean_cos": round(trend["last_half"], 4),
                      **{f"probe_{k}": round(v) for k, v in costs.get(run["model"], {}).items()}})
     if rows:
-        with (folder / "summary.csv").open("w", newline="") as f:
+        with (folder / "runs.csv").open("w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(rows[0]))
             writer.writeheader()
             writer.writerows(sorted(rows, key=lambda r: (r["model_type"] in ("bert", "mpnet"), r["parameters"])))
