@@ -52,7 +52,7 @@ import pandas as pd
 
 from condense.api import default_run_folder, existing_run, probe_to_folder
 from condense.errors import CondenseError
-from condense.probing.checkpoint import ProbeInterrupted, checkpoint_path_for
+from condense.probing.checkpoint import DEFAULT_CHECKPOINT_EVERY, ProbeInterrupted, checkpoint_path_for
 from condense.probing.probe import ProbeSettings, probe
 from condense.results import ProbeResult
 from condense.results.atomic import StorageError, atomic_file
@@ -156,12 +156,15 @@ def parse_spec(spec: Any, name: str = "spec") -> list[Run]:
 
 
 def run_sweep(runs: list[Run], out: str | Path, executor: str = "local", ray_address: str | None = None,
-              quiet: bool = False, echo: Callable[[str], Any] = print) -> list[dict[str, Any]]:
+              quiet: bool = False, echo: Callable[[str], Any] = print,
+              checkpoint_every: float | None = DEFAULT_CHECKPOINT_EVERY) -> list[dict[str, Any]]:
     """Run every run not finished yet into ``out/<run.folder>``; write and return the summary rows.
 
     ``executor``: ``local`` (one after another in this process) or ``ray`` (one task per run, with
     its resources, on the cluster at ``ray_address`` or a local instance started for the sweep).
-    ``echo`` gets one progress line per run. Returns one dict per run (keys :data:`SUMMARY_COLUMNS`)
+    ``echo`` gets one progress line per run. Each running probe saves its accumulators every
+    ``checkpoint_every`` seconds (0 or None: only on SIGINT/SIGTERM), so the next sweep resumes a
+    run after a hard kill too. Returns one dict per run (keys :data:`SUMMARY_COLUMNS`)
     in spec order; ``out/summary.csv`` holds the same.
     """
     if executor not in EXECUTORS:
@@ -182,8 +185,8 @@ def run_sweep(runs: list[Run], out: str | Path, executor: str = "local", ray_add
         else:
             records[run.folder] = _record(run, out / run.folder, "skipped", "", 0.0, done.trend)
             echo(f"[{len(records)}/{len(runs)}] skipped {run.folder} (finished with the same settings)")
-    results = _ray_records(pending, out, ray_address) if executor == "ray" else (
-        execute_run(run, str(out), quiet) for run in pending)
+    results = _ray_records(pending, out, ray_address, checkpoint_every) if executor == "ray" else (
+        execute_run(run, str(out), quiet, checkpoint_every) for run in pending)
     try:
         for record in results:
             records[Path(record["folder"]).name] = record
@@ -206,7 +209,8 @@ def run_sweep(runs: list[Run], out: str | Path, executor: str = "local", ray_add
     return rows
 
 
-def execute_run(run: Run, out: str, quiet: bool = True) -> dict[str, Any]:
+def execute_run(run: Run, out: str, quiet: bool = True,
+                checkpoint_every: float | None = DEFAULT_CHECKPOINT_EVERY) -> dict[str, Any]:
     """Probe one run into ``out/run.folder``; the summary row, status ``ok`` or ``failed``.
 
     A run stopped part-way (SIGINT, SIGTERM, or a hard kill after a periodic checkpoint) left
@@ -220,7 +224,7 @@ def execute_run(run: Run, out: str, quiet: bool = True) -> dict[str, Any]:
     folder = Path(out) / run.folder
     start = time.perf_counter()
     try:
-        _probe_resuming(run, folder, quiet)
+        _probe_resuming(run, folder, quiet, checkpoint_every)
         trend = ProbeResult.load(folder).trend
     except (StorageError, ProbeInterrupted):
         raise
@@ -229,9 +233,9 @@ def execute_run(run: Run, out: str, quiet: bool = True) -> dict[str, Any]:
     return _record(run, folder, "ok", "", time.perf_counter() - start, trend)
 
 
-def _probe_resuming(run: Run, folder: Path, quiet: bool) -> None:
+def _probe_resuming(run: Run, folder: Path, quiet: bool, checkpoint_every: float | None) -> None:
     checkpoint = checkpoint_path_for(folder)
-    options = dict(corpus=run.corpus, quiet=quiet, **run.settings)
+    options = dict(corpus=run.corpus, quiet=quiet, checkpoint_every=checkpoint_every, **run.settings)
     if not checkpoint.exists():
         probe_to_folder(run.model, folder, **options)
         return
@@ -261,7 +265,8 @@ def _toml_module():
     return tomllib
 
 
-def _ray_records(runs: list[Run], out: Path, address: str | None) -> Iterator[dict[str, Any]]:
+def _ray_records(runs: list[Run], out: Path, address: str | None,
+                 checkpoint_every: float | None) -> Iterator[dict[str, Any]]:
     """Submit each run as a Ray task with its resources; yield rows as tasks finish."""
     if not runs:
         return
@@ -278,7 +283,8 @@ def _ray_records(runs: list[Run], out: Path, address: str | None) -> Iterator[di
                                 f"({_one_line(err)}); check --ray-address (e.g. auto or HOST:6379)") from None
     task = ray.remote(execute_run)
     try:
-        pending = {task.options(**_ray_options(run.resources)).remote(run, str(out)): run for run in runs}
+        pending = {task.options(**_ray_options(run.resources)).remote(run, str(out), True, checkpoint_every): run
+                   for run in runs}
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
             run = pending.pop(done[0])

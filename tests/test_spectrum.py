@@ -90,6 +90,24 @@ def test_top_eigenvalue_closed_forms_and_hard_cases():
     assert float(top_eigenvalue(torch.tensor([[[2.5]]]))[0]) == 2.5
 
 
+def test_top_eigenvalue_converges_by_its_residual_bound_without_the_fallback(monkeypatch):
+    """A matrix with a clear gap at the top settles in a few Lanczos steps (the residual bound works), far
+    below the 96-step limit that hands a matrix to eigvalsh; the value meets the promised bound."""
+    rng = np.random.default_rng(2)
+    m = 200  # more than the step limit, so only a working convergence check avoids the fallback
+    q = np.linalg.qr(rng.standard_normal((m, m)))[0]
+    values = np.r_[np.linspace(0.0, 0.5, m - 1), 1.0]
+    a = torch.tensor(q @ np.diag(values) @ q.T).unsqueeze(0)
+
+    def no_fallback(*_args, **_kwargs):
+        raise AssertionError("top_eigenvalue fell back to eigvalsh")
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", no_fallback)
+    for rtol in (1e-7, 1e-3):
+        top = float(top_eigenvalue(a, rtol=rtol)[0])
+        assert 0.0 <= 1.0 - top <= rtol * top
+
+
 def test_top_eigenvalue_is_deterministic():
     a = torch.tensor(token_matrices("gauss", 2, 30, 30))
     a = a @ a.transpose(1, 2)

@@ -101,7 +101,8 @@ def test_dispersion_trainer_probes_at_each_evaluation(tiny_gpt2, tokenizer, tmp_
 
     trainer = _trainer(tiny_gpt2, tokenizer, tmp_path / "out", cls=DispersionTrainer, eval_strategy="steps",
                        eval_steps=2)
-    callback = CondensationCallback(_texts()[-6:], at_start=False, at_evaluate=True, per_layer=False,
+    # every=2 is due at the same steps as the evaluations: each step is probed once
+    callback = CondensationCallback(_texts()[-6:], every=2, at_start=False, at_evaluate=True, per_layer=False,
                                     **PROBE).attach(trainer)
     trainer.train()
     assert callback.history.probes["step"].tolist() == [2, 4]

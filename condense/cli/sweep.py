@@ -22,8 +22,11 @@ __all__ = ["sweep"]
               help="local: one run after another here; ray: one Ray task per run, with the spec's resources.")
 @click.option("--ray-address", default=None,
               help="Ray cluster to join (ray.init(address=...), e.g. auto or HOST:6379); default: a local instance.")
+@click.option("--checkpoint-every", type=click.FloatRange(min=0), default=300, show_default=True,
+              help="Seconds between checkpoints of a running probe (0: only when interrupted).")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar inside runs.")
-def sweep(spec: Path, out: Path | None, executor: str, ray_address: str | None, quiet: bool) -> None:
+def sweep(spec: Path, out: Path | None, executor: str, ray_address: str | None, checkpoint_every: float,
+          quiet: bool) -> None:
     """Run every probe listed in SPEC (models x corpora x settings; see condense.sweep for the format).
 
     Finished runs with the same settings are skipped; a failing run is reported and the others go
@@ -35,7 +38,8 @@ def sweep(spec: Path, out: Path | None, executor: str, ray_address: str | None, 
         raise click.UsageError("--ray-address needs --executor ray")
     runs = load_spec(spec)
     out = out or Path("results") / spec.stem
-    rows = run_sweep(runs, out, executor, ray_address, quiet, echo=click.echo)
+    rows = run_sweep(runs, out, executor, ray_address, quiet, echo=click.echo,
+                     checkpoint_every=checkpoint_every)
     click.echo(_printable(summary_frame(rows)).to_string(index=False, na_rep=""))
     click.echo(f"summary: {out / 'summary.csv'}")
     failed = sum(row["status"] == "failed" for row in rows)
