@@ -15,7 +15,7 @@ from condense.metrics import (
     pairwise_cosine,
     quantiles_from_counts,
 )
-from condense.metrics.streaming import HIST_BINS
+from condense.metrics.streaming import HIST_BINS, TokenGeometryAccumulator
 
 
 def cone(n: int, dim: int, half_angle_deg: float, seed: int = 0, scale_norms: bool = True) -> np.ndarray:
@@ -106,6 +106,25 @@ def test_pooled_accumulator_matches_brute_force_with_padding():
     np.testing.assert_allclose(stats.density, hist, atol=1e-9)
     assert stats.seq_pair_sums.sum() == pytest.approx(pairs.sum(), abs=1e-3)
     assert stats.seq_pair_counts.sum() == len(pairs)
+
+
+def test_per_sequence_values_survive_many_batches_in_order():
+    """The per-sequence lists are joined into one tensor every few dozen batches (to keep the heap
+    flat): across many joins every sequence's value is kept, once, in order."""
+    rng = np.random.default_rng(4)
+    pooled, geometry = PooledCosineAccumulator(), TokenGeometryAccumulator(6, spectrum_seqs=0)
+    sums, ratios = [], []
+    for _ in range(101):  # single-sequence batches: more than three joins
+        x = rng.standard_normal((1, 9, 6)) + 0.5
+        norms = np.linalg.norm(x[0], axis=1)
+        unit = x[0] / norms[:, None]
+        sums.append((unit @ unit.T)[np.triu_indices(9, 1)].sum())
+        ratios.append(norms.max() / np.median(norms))  # 9 tokens: the median is one of them
+        t, mask = torch.tensor(x), torch.ones(1, 9, dtype=torch.bool)
+        pooled.update(t / t.norm(dim=-1, keepdim=True), mask)
+        geometry.update(t, mask, torch.arange(9).unsqueeze(0))
+    np.testing.assert_allclose(pooled.finalize().seq_pair_sums, sums, rtol=1e-9)
+    assert geometry.finalize()["norm_max_over_median"] == pytest.approx(np.mean(ratios), rel=1e-9)
 
 
 def test_quantiles_from_counts_uniform():

@@ -129,8 +129,8 @@ class PooledCosineAccumulator:
     def add(self, batch: dict[str, torch.Tensor]) -> None:
         """Fold a batch's sums from :meth:`measure` into the state."""
         _add(self.state, **{k: v for k, v in batch.items() if k not in ("seq_sums", "seq_counts", "upper")})
-        self.seq_sums.append(batch["seq_sums"])
-        self.seq_counts.append(batch["seq_counts"])
+        _append_joined(self.seq_sums, batch["seq_sums"])
+        _append_joined(self.seq_counts, batch["seq_counts"])
 
     def finalize(self) -> LayerStats:
         st = {k: v.cpu().numpy() for k, v in self.state.items()}
@@ -191,9 +191,24 @@ def fine_histogram(values: torch.Tensor) -> torch.Tensor:
     return torch.bincount(index.view(-1), minlength=FINE_BINS).double()
 
 
+_JOIN_EVERY = 32
+
+
 @functools.lru_cache(maxsize=16)
 def _lower_with_diagonal(size: int, device: torch.device) -> torch.Tensor:
     return torch.ones(size, size, dtype=torch.bool, device=device).tril()
+
+
+def _append_joined(parts: list[torch.Tensor], value: torch.Tensor) -> None:
+    """Append a batch's per-sequence values, joining the list into one tensor every ``_JOIN_EVERY``.
+
+    Thousands of tiny tensors kept alive for a whole run each pin a page of the heap between the
+    forward pass's large temporaries: measured on all-MiniLM-L6 at 512 tokens a batch, the resident
+    set grew by 0.18 MiB a batch without joining, and stayed flat with it.
+    """
+    parts.append(value)
+    if len(parts) >= _JOIN_EVERY:
+        parts[:] = [torch.cat([p.to(value.device) for p in parts])]  # a resumed state may sit on the CPU
 
 
 def _joined(parts: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -360,7 +375,7 @@ class TokenGeometryAccumulator:
              norm_sum=batch["norm_sum"], massive_at=counts)
         _max(self.state, angle_max=batch["angle_max"], norm_max=batch["norm_max"])
         for key in self.PER_SEQUENCE:
-            self.per_seq[key].append(batch[key])
+            _append_joined(self.per_seq[key], batch[key])
         self.spectra.extend(batch["spectra"])
         self.n_seqs += batch["n_seqs"]
 
