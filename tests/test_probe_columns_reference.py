@@ -18,21 +18,16 @@ import transformers
 import condense
 from condense.metrics.geometry import cone_log10_sphere_fraction
 from condense.probing.corpus import build_sequences, read_documents
+from tests.reference import hidden_states
 
 BIN = 2 / 4096  # width of the quantile histogram's bins
 ANGLE_BIN = 0.05
 
 
 def hidden_states_by_sequence(folder, corpus, max_length, num_seqs):
-    tok = transformers.AutoTokenizer.from_pretrained(folder)
-    model = transformers.AutoModel.from_pretrained(folder).eval()
-    out = []
-    for s in build_sequences(read_documents(corpus), tok, max_length, num_seqs):
-        with torch.no_grad():
-            hs = model(input_ids=torch.tensor([s.input_ids]), output_hidden_states=True).hidden_states
-        counted = ~np.array(s.special)  # special tokens are not counted by default
-        out.append([h[0].double().numpy()[counted] for h in hs])
-    return out, model.config
+    """Each sequence's counted rows (special tokens are not counted by default) at every entry, and the config."""
+    states = hidden_states(folder, corpus, max_length, num_seqs)
+    return [[h[~s.special] for h in s.layers] for s in states], transformers.AutoConfig.from_pretrained(folder)
 
 
 def reference_columns(layers_by_seq: list[np.ndarray], dim: int, spectrum_seqs: int) -> dict:
