@@ -286,3 +286,20 @@ def test_real_full_disk_on_a_small_tmpfs(tiny_gpt2, docs_jsonl, tmp_path):
     assert stderr.strip().splitlines() == [
         f"condense: error: cannot write '{disk / 'run'}': no space left on the device (ENOSPC); "
         "free some space or write elsewhere; nothing was left half-written"]
+
+
+@pytest.mark.parametrize("umask, folder_mode, file_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600),
+                                                           (0o002, 0o775, 0o664)])
+def test_written_results_get_the_mode_of_a_plain_create(tmp_path, umask, folder_mode, file_mode):
+    """Temporary files and folders are created private; what is renamed into place must be as readable
+    as anything else the user writes (results on a shared machine), following the umask."""
+    old = os.umask(umask)
+    try:
+        with atomic_folder(tmp_path / "run") as tmp:
+            (tmp / "layers.csv").write_text("x\n")
+        with atomic_file(tmp_path / "fig.png") as tmp:
+            tmp.write_bytes(b"png")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "run").stat().st_mode & 0o777 == folder_mode
+    assert (tmp_path / "fig.png").stat().st_mode & 0o777 == file_mode

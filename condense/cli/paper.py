@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -13,6 +11,7 @@ import click
 from condense.cli.app import cli
 from condense.errors import CondenseError
 from condense.reproduce import DEFAULT_TOLERANCE
+from condense.results.atomic import StorageError, atomic_file
 
 __all__ = ["paper"]
 
@@ -132,13 +131,9 @@ def _write_csv(frame, out: Path) -> None:
     if not out.parent.is_dir():
         raise CondenseError(f"--out {str(out)!r}: folder {str(out.parent)!r} does not exist")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{out.name}-", suffix=".partial", dir=out.parent)
+        with atomic_file(out) as tmp:
+            frame.to_csv(tmp, index=False, float_format="%.6g")
+    except StorageError:
+        raise
     except OSError as err:
         raise CondenseError(f"--out {str(out)!r} is not writable ({err.strerror})") from None
-    try:
-        with os.fdopen(fd, "w", newline="") as handle:
-            frame.to_csv(handle, index=False, float_format="%.6g")
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

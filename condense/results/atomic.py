@@ -101,6 +101,23 @@ def check_writable_target(out: Path) -> None:
             f"--out {str(out)!r} is not writable ({err.strerror} in {str(ancestor)!r})") from None
 
 
+def _umask() -> int:
+    """The process's umask, read without changing it where Linux says it (``/proc/self/status``)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
+
+
+def _as_if_created(path: Path, mode: int) -> None:
+    """Give a temporary file or folder (created private, 0600/0700) the mode a plain create would
+    have, so results on a shared machine are as readable as the user's other files."""
+    os.chmod(path, mode & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_folder(out: Path, check: Callable[[Path], None] = check_writable_target) -> Iterator[Path]:
     """Yield a temporary folder beside ``out``; on success it replaces ``out`` in one rename.
@@ -114,6 +131,7 @@ def atomic_folder(out: Path, check: Callable[[Path], None] = check_writable_targ
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+        _as_if_created(tmp, 0o777)
     except OSError as err:
         raise storage_error(err, out) or CondenseError(f"cannot write --out {str(out)!r}: {err.strerror}") from None
     with storage_errors(out, scratch=tmp):
@@ -152,6 +170,7 @@ def atomic_file(out: str | Path) -> Iterator[Path]:
             yield tmp
             with open(tmp, "rb+") as written:
                 os.fsync(written.fileno())
+            _as_if_created(tmp, 0o666)  # after the writer, which may have replaced the file
             os.replace(tmp, out)
         except BaseException:
             tmp.unlink(missing_ok=True)
