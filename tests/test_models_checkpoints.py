@@ -56,18 +56,13 @@ def one_error_line(p) -> str:
 def broken(tmp_path, tiny_gpt2):
     """{case: path} of found-but-broken checkpoints."""
     cases = {}
-    folder = tmp_path / "badjson"
-    shutil.copytree(tiny_gpt2, folder)
-    (folder / "config.json").write_text('{"model_type": "gpt2", "n_layer": 3,')
-    cases["badjson"] = folder
-    folder = tmp_path / "listjson"
-    shutil.copytree(tiny_gpt2, folder)
-    (folder / "config.json").write_text("[1, 2]")
-    cases["listjson"] = folder
-    folder = tmp_path / "unknowntype"
-    shutil.copytree(tiny_gpt2, folder)
-    (folder / "config.json").write_text('{"model_type": "no-such-architecture"}')
-    cases["unknowntype"] = folder
+    configs = {"badjson": '{"model_type": "gpt2", "n_layer": 3,', "listjson": "[1, 2]",
+               "unknowntype": '{"model_type": "no-such-architecture"}'}
+    for case, config in configs.items():
+        folder = tmp_path / case
+        shutil.copytree(tiny_gpt2, folder)
+        (folder / "config.json").write_text(config)
+        cases[case] = folder
     folder = tmp_path / "noweights"
     shutil.copytree(tiny_gpt2, folder)
     for weights in folder.glob("*.safetensors"):

@@ -11,7 +11,7 @@ import click
 from condense.cli.app import cli
 from condense.errors import CondenseError
 from condense.reproduce import DEFAULT_TOLERANCE
-from condense.results.atomic import StorageError, atomic_file
+from condense.results.atomic import atomic_file
 
 __all__ = ["paper"]
 
@@ -133,7 +133,5 @@ def _write_csv(frame, out: Path) -> None:
     try:
         with atomic_file(out) as tmp:
             frame.to_csv(tmp, index=False, float_format="%.6g")
-    except StorageError:
-        raise
-    except OSError as err:
+    except OSError as err:  # e.g. no permission; a full disk is already a one-line StorageError
         raise CondenseError(f"--out {str(out)!r} is not writable ({err.strerror})") from None
