@@ -6,7 +6,13 @@ Each measurement is one fresh process, timed whole (model load, tokenising, writ
 - ``floor``: ``benchmarks/floor.py``: the model loaded as the probe loads it, then
   ``model(..., output_hidden_states=True)`` over the same token sequences, batch 1;
 - ``probe``: ``condense probe MODEL --corpus DOCS.jsonl --num-seqs N`` with default settings
-  (through ``benchmarks/probe_cli.py``, the CLI's own entry point, which also reports the GPU peak).
+  (through ``benchmarks/probe_cli.py``, the CLI's own entry point, which also reports the GPU peak);
+- on the CPU also ``floor-passive``: the floor with ``OMP_WAIT_POLICY=PASSIVE``. torch's OpenMP
+  threads spin while they wait for each other, and when another process holds a core the spinning
+  burns the time the awaited thread needs: the plain floor beside a busy neighbour is several times
+  slower than it needs to be. The probe's worker threads make libgomp's pool larger than the core
+  count, and libgomp then spins only briefly (as with the passive policy), so the probe escapes that
+  slowdown. The passive floor is the bare forward pass without it: the fair floor under load.
 
 Situations (``--situations``): ``idle`` (nothing else of ours running), ``busy`` (a second CPU-bound
 process beside both the floor and the probe: a loop of 2048 x 2048 float32 matmuls on
@@ -89,11 +95,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def measure(kind: str, args: argparse.Namespace, corpus: Path, num_seqs: int, device: str) -> dict:
-    """Run the floor or the probe as a fresh process; wall, CPU and peak memory of that process alone."""
+    """Run the floor (``floor``, ``floor-passive``) or the probe as a fresh process; wall, CPU and peak
+    memory of that process alone."""
     common = ["--corpus", str(corpus), "--num-seqs", str(num_seqs), "--max-length", str(args.max_length),
               "--device", device, "--dtype", args.dtype, "--init", args.init]
     with tempfile.TemporaryDirectory(prefix="condense-bench-") as tmp:
-        if kind == "floor":
+        env = {**CHILD_ENV, "OMP_WAIT_POLICY": "PASSIVE"} if kind == "floor-passive" else CHILD_ENV
+        if kind.startswith("floor"):
             cmd = [sys.executable, str(HERE / "floor.py"), args.model, *common]
         else:
             cmd = [sys.executable, str(HERE / "probe_cli.py"), args.model, *common, "--out", f"{tmp}/run", "-q",
@@ -101,7 +109,7 @@ def measure(kind: str, args: argparse.Namespace, corpus: Path, num_seqs: int, de
         load = os.getloadavg()[0]
         with open(f"{tmp}/stdout", "w+") as stdout, open(f"{tmp}/stderr", "w+") as stderr:
             start = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=CHILD_ENV, cwd=ROOT)
+            proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env, cwd=ROOT)
             _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not all children's
             wall = time.perf_counter() - start
             proc.returncode = os.waitstatus_to_exitcode(status)
@@ -141,7 +149,7 @@ def time_rows(args: argparse.Namespace, corpus: Path) -> list[dict]:
         neighbour = Neighbour(args.neighbour_threads) if situation == "busy" else None
         try:
             for r in range(args.repeats):
-                for kind in ("floor", "probe"):
+                for kind in ("floor", "probe") if device == "cuda" else ("floor", "floor-passive", "probe"):
                     print(f"[{situation} {r + 1}/{args.repeats}] {kind}", file=sys.stderr, flush=True)
                     rows.append({"table": "time", "situation": situation, **measure(kind, args, corpus, args.num_seqs, device)})
         finally:
@@ -168,20 +176,27 @@ def _ratio(a, b) -> str:
     return f"{a / b:.3f}" if a and b else ""
 
 
+def _num(value, digits: int = 1) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
 def time_table(rows: list[dict]) -> str:
-    lines = ["| situation | load avg | floor wall s | probe wall s | **probe / floor** | target | floor CPU s | "
-             "probe CPU s | CPU ratio | floor peak MiB | probe peak MiB | peak ratio | floor GPU MiB | probe GPU MiB |",
-             "|" + "---|" * 14]
+    lines = ["| situation | load avg | floor wall s | probe wall s | **probe / floor** | target | passive floor wall s | "
+             "probe / passive floor | floor CPU s | probe CPU s | CPU ratio | floor peak MiB | probe peak MiB | "
+             "peak ratio | floor GPU MiB | probe GPU MiB |",
+             "|" + "---|" * 16]
     for situation in dict.fromkeys(r["situation"] for r in rows):
         sub = [r for r in rows if r["situation"] == situation]
         loads = [r["load_before"] for r in sub]
         fw, pw = _median(sub, "floor", "wall_s"), _median(sub, "probe", "wall_s")
+        passive = _median(sub, "floor-passive", "wall_s")
         fc, pc = _median(sub, "floor", "cpu_s"), _median(sub, "probe", "cpu_s")
         fm, pm = _median(sub, "floor", "peak_mb"), _median(sub, "probe", "peak_mb")
         fg, pg = _median(sub, "floor", "gpu_peak_mb"), _median(sub, "probe", "gpu_peak_mb")
-        lines.append(f"| {situation} | {min(loads):.2f}-{max(loads):.2f} | {fw} | {pw} | **{_ratio(pw, fw)}** | "
-                     f"<= {TARGETS[situation]} | {fc} | {pc} | {_ratio(pc, fc)} | {fm} | {pm} | {_ratio(pm, fm)} | "
-                     f"{fg or ''} | {pg or ''} |")
+        lines.append(f"| {situation} | {min(loads):.2f}-{max(loads):.2f} | {_num(fw)} | {_num(pw)} | "
+                     f"**{_ratio(pw, fw)}** | <= {TARGETS[situation]} | {_num(passive)} | {_ratio(pw, passive)} | "
+                     f"{_num(fc)} | {_num(pc)} | {_ratio(pc, fc)} | {_num(fm)} | {_num(pm)} | {_ratio(pm, fm)} | "
+                     f"{_num(fg)} | {_num(pg)} |")
     return "\n".join(lines)
 
 

@@ -1,5 +1,7 @@
 """--batch-size auto backs off on out-of-memory; --device-map spreads a model and keeps the numbers."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
@@ -61,6 +63,35 @@ def test_out_of_memory_half_way_through_a_batch_drops_its_partial_results(tiny_g
     fixed = condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), batch_size=2, **SMALL)
     assert list(auto.layers["n_pairs"]) == list(fixed.layers["n_pairs"])
     np.testing.assert_allclose(auto.layers["mean_cos"], fixed.layers["mean_cos"], atol=1e-7)
+
+
+def test_out_of_memory_in_a_worker_repeats_the_batches_not_yet_counted(tiny_gpt2, docs_jsonl, monkeypatch):
+    """On the CPU a batch is measured by the workers while the next batch's forward pass runs. When a
+    worker runs out of memory, that batch and the one already forwarded after it are both repeated at
+    half the size, and the numbers are those of a run at that size."""
+    from condense.metrics.streaming import PooledCosineAccumulator
+
+    real_read, real_measure = HiddenStateReader.read, PooledCosineAccumulator.measure
+    rows_read = []
+
+    def read(self, ids, attention, layers, consume):
+        rows_read.append(ids.shape[0])
+        return real_read(self, ids, attention, layers, consume)
+
+    def measure(unit, mask, keep=0):
+        if unit.shape[0] > 2 and threading.current_thread().name.startswith("condense-worker"):
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 2147483648 bytes")
+        return real_measure(unit, mask, keep)
+
+    monkeypatch.setattr(HiddenStateReader, "read", read)
+    monkeypatch.setattr(PooledCosineAccumulator, "measure", staticmethod(measure))
+    monkeypatch.setattr("condense.probing.probe.auto_batch_start", lambda *args: 4)
+    auto = condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), batch_size="auto", device="cpu", **SMALL)
+    # [0:4] measured in the workers while [4:6] is forwarded; [0:4] fails, so both come again in twos
+    assert rows_read == [4, 2, 2, 2, 2]
+    assert auto.run["batch_size_used"] == 2
+    fixed = condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), batch_size=2, device="cpu", **SMALL)
+    assert auto.layers.equals(fixed.layers)
 
 
 def test_fixed_batch_out_of_memory_is_one_clear_error(tiny_gpt2, docs_jsonl, oom_above_two):

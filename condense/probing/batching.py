@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, wait
 from dataclasses import dataclass
 from typing import Any
 
@@ -85,48 +86,83 @@ def forward_batches(reader, sequences: list[TokenSequence], batch_size: int, aut
                     layers: list[int], drop_special: bool, drop_first: bool, quiet: bool, label: str,
                     used: dict, measure: Callable[[Batch, int, torch.Tensor], Any], start: int = 0,
                     workers: WorkerPool | None = None) -> Iterator[tuple[Batch, dict[int, Any]]]:
-    """Yield (batch, {entry: measure(batch, entry, hidden states)}) over all sequences.
+    """Yield (batch, {entry: measure(batch, entry, hidden states)}) over all sequences, in order.
 
     Without ``workers``, ``measure`` runs inside the forward pass as each selected entry is computed,
     so only one layer's hidden states are alive at a time. With ``workers`` (a CPU batch whose selected
     layers together are no bigger than the floor's ``output_hidden_states``), the forward pass keeps
-    them and the workers measure the layers in parallel after it, each on one thread, so every core
-    is busy and none waits at a barrier. What ``measure`` returns (small sums) is collected per batch.
-    With ``auto``, an out-of-memory error (in the forward or in ``measure``) drops the batch's
-    partial results, halves the batch size and retries the same batch; ``used["batch_size"]``
-    ends as the size that fitted. ``start`` skips sequences already done.
+    them and the workers measure them, each layer on one thread, during the next batch's forward
+    pass: the cores the forward pass leaves idle (between its operations) do the measuring. A batch's
+    jobs start only after the batch before it was yielded, so ``measure`` sees the caller's state
+    as a serial loop would. What ``measure`` returns (small sums) is collected per batch.
+    With ``auto``, an out-of-memory error (in the forward or in ``measure``) drops the partial
+    results of the batches not yet yielded, halves the batch size and retries from the first of
+    them; ``used["batch_size"]`` ends as the size that fitted. ``start`` skips sequences already done.
     """
     total = sum(len(s.input_ids) for s in sequences)
     lo = start
+    pending: tuple[Batch, dict[int, Future]] | None = None  # measured by the workers meanwhile
     with tqdm(total=total, initial=sum(len(s.input_ids) for s in sequences[:start]), unit="tok", unit_scale=True,
               desc=label, disable=quiet, leave=False) as bar:
-        while lo < len(sequences):
-            chunk = sequences[lo: lo + batch_size]
-            batch = make_batch(chunk, lo, pad_id, reader.input_device, drop_special, drop_first)
-            measured: dict[int, Any] = {}
-            try:
+        try:
+            while lo < len(sequences) or pending:
+                batch = None
+                if lo < len(sequences):
+                    batch = make_batch(sequences[lo: lo + batch_size], lo, pad_id, reader.input_device,
+                                       drop_special, drop_first)
+                    measured: dict[int, Any] = {}  # the measurements, or (with workers) the hidden states
+                    keep = measured.__setitem__
+                    try:
+                        reader.read(batch.ids, batch.attention, layers,
+                                    keep if workers else lambda i, hidden: keep(i, measure(batch, i, hidden)))
+                    except Exception as err:
+                        batch_size = _smaller(err, auto, batch_size)
+                        continue  # a pending batch is unaffected: it is collected after the smaller forward pass
+                if pending:
+                    done, jobs = pending
+                    pending = None
+                    try:
+                        results = _results(jobs)
+                    except Exception as err:
+                        batch_size, lo = _smaller(err, auto, batch_size), done.offset
+                        continue  # this batch's forward pass and the next are repeated, smaller
+                    yield done, results
+                    bar.update(int(done.attention.sum()))
+                if batch is None:
+                    continue
+                used["batch_size"] = batch_size
+                lo += batch.ids.shape[0]
                 if workers is None:
-                    reader.read(batch.ids, batch.attention, layers,
-                                lambda i, hidden: measured.__setitem__(i, measure(batch, i, hidden)))
+                    yield batch, measured
+                    bar.update(int(batch.attention.sum()))
                 else:
-                    held: dict[int, torch.Tensor] = {}
-                    reader.read(batch.ids, batch.attention, layers, held.__setitem__)
-                    jobs = {i: workers.executor.submit(measure, batch, i, held.pop(i)) for i in sorted(held)}
-                    measured = {i: job.result() for i, job in jobs.items()}
-            except Exception as err:
-                if not is_out_of_memory(err):
-                    raise
-                if not auto or batch_size == 1:
-                    raise CondenseError(
-                        f"out of memory at batch size {batch_size}; try --batch-size auto or smaller, "
-                        "--max-length lower, --dtype bfloat16, or --device-map auto"
-                    ) from None
-                del batch, measured
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
-                batch_size = (batch_size + 1) // 2
-                continue
-            used["batch_size"] = batch_size
-            yield batch, measured
-            bar.update(int(batch.attention.sum()))
-            lo += len(chunk)
+                    pending = batch, {i: workers.executor.submit(measure, batch, i, measured.pop(i))
+                                      for i in sorted(measured)}
+        finally:
+            if pending:  # stopped early: no job outlives the loop
+                _results(pending[1], cancel=True)
+
+
+def _smaller(err: Exception, auto: bool, batch_size: int) -> int:
+    """The batch size to retry with after ``err``; raises ``err`` again unless it is an out-of-memory
+    error that ``--batch-size auto`` can back off from."""
+    if not is_out_of_memory(err):
+        raise err
+    if not auto or batch_size == 1:
+        raise CondenseError(
+            f"out of memory at batch size {batch_size}; try --batch-size auto or smaller, "
+            "--max-length lower, --dtype bfloat16, or --device-map auto"
+        ) from None
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return (batch_size + 1) // 2
+
+
+def _results(jobs: dict[int, Future], cancel: bool = False) -> dict[int, Any]:
+    """Every job's result once all have finished (the first error raised only then), or with
+    ``cancel``, the jobs not yet started dropped and the rest waited for, results ignored."""
+    if cancel:
+        for job in jobs.values():
+            job.cancel()
+    wait(jobs.values())
+    return {} if cancel else {i: job.result() for i, job in jobs.items()}

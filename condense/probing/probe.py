@@ -35,6 +35,7 @@ AGGREGATES = ("pooled", "paper")
 CENTERS = ("none", "sequence", "corpus")
 NONFINITE = ("error", "exclude")
 HOLD_LIMIT = 512 << 20  # bytes of a CPU batch's selected layers that may wait for the worker threads
+# (two batches' worth are alive at once: one being measured, the next one being forwarded)
 BASELINE_KEYS = ("mean_cos", "std_cos", "q05_cos", "q95_cos", "mean_pair_angle_deg", "cone_half_angle_mean_deg",
                  "cone_log10_sphere_fraction", "mev", "effective_rank", "hf_lf_ratio")
 
@@ -173,8 +174,9 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
     used: dict = {"batch_size": state["batch_size"]} if state["batch_size"] else {}
 
     # CPU: the forward pass keeps a batch's selected layers (with the default batch size, what the floor's
-    # output_hidden_states keeps for one 512-token sequence) and worker threads measure them in parallel
-    # after it; accelerators: each layer is measured as its hook fires, spectra in CPU workers meanwhile
+    # output_hidden_states keeps for one 512-token sequence) and worker threads measure them during the
+    # next batch's forward pass; accelerators: each layer is measured as its hook fires, spectra in CPU
+    # workers meanwhile
     on_cpu = reader.input_device.type == "cpu"
     held_bytes = _batch_size(cfg, sequences, loaded, reader) * cfg.max_length * dim * 4 * len(layers)
     workers = worker_pool() if on_cpu and held_bytes <= HOLD_LIMIT else None
