@@ -172,7 +172,12 @@ class WorkerPool:
 
 def _start_worker(ready: threading.Barrier) -> None:
     # torch reads its thread count for a thread at that thread's first parallel operation (from a
-    # process-wide default that any thread's set_num_threads changes): do one first, then set 1
+    # process-wide default that any thread's set_num_threads changes): do one first, then set 1.
+    # That operation also gives each worker an OpenMP team of its own, so libgomp manages more
+    # threads than there are cores and waits with short spins instead of long ones: the whole
+    # process's forward pass then keeps its speed beside a busy neighbour (measured on 2 cores, a
+    # bare SmolLM2 forward pass of 10 x 512 tokens beside a busy process: 54.9 s, 29.6 s once this
+    # pool exists; idle, 15-17 s either way)
     torch.zeros(1 << 16).add_(1)
     torch.set_num_threads(1)
     ready.wait()
