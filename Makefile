@@ -28,7 +28,7 @@ demo: install
 test: install-test
 	$(PY) -m pytest -q
 
-bench: install                          # CPU: idle, beside a busy process, memory (42 min on 2 idle cores)
+bench: install                          # CPU: idle, beside a busy process, memory (39 min on 2 idle cores)
 	$(PY) benchmarks/bench_probe.py
 
 figures: models

@@ -25,7 +25,7 @@ its threads) and peak resident memory come from ``os.wait4``; GPU peaks from
 
 Usage (from the repository root; ``make bench`` runs the first)::
 
-    python benchmarks/bench_probe.py                                  # CPU: idle, busy, memory (42 min on 2 idle cores)
+    python benchmarks/bench_probe.py                                  # CPU: idle, busy, memory (39 min on 2 idle cores)
     python benchmarks/bench_probe.py --quick                           # 10 sequences, no 1000-sequence row
     python benchmarks/bench_probe.py --situations gpu --model qwen3-4b --init random --num-seqs 100 --out benchmarks/results_gpu
 
