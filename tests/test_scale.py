@@ -1,6 +1,7 @@
 """--batch-size auto backs off on out-of-memory; --device-map spreads a model and keeps the numbers."""
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -92,6 +93,37 @@ def test_out_of_memory_in_a_worker_repeats_the_batches_not_yet_counted(tiny_gpt2
     assert auto.run["batch_size_used"] == 2
     fixed = condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), batch_size=2, device="cpu", **SMALL)
     assert auto.layers.equals(fixed.layers)
+
+
+def test_an_error_in_the_next_forward_pass_leaves_no_worker_job_running(tiny_gpt2, docs_jsonl, monkeypatch):
+    """The workers are still measuring batch 1 when batch 2's forward pass fails: the probe raises only
+    after every job that started has finished (the rest are cancelled), so none outlives the call."""
+    from condense.metrics.streaming import PooledCosineAccumulator
+
+    real_read, real_measure = HiddenStateReader.read, PooledCosineAccumulator.measure
+    reads, started, finished = [], [], []
+
+    def read(self, ids, attention, layers, consume):
+        reads.append(ids.shape[0])
+        if len(reads) == 2:
+            raise RuntimeError("shape mismatch")
+        return real_read(self, ids, attention, layers, consume)
+
+    def measure(unit, mask, keep=0):
+        in_worker = threading.current_thread().name.startswith("condense-worker")
+        if in_worker:
+            started.append(1)
+            time.sleep(0.2)
+        result = real_measure(unit, mask, keep)
+        if in_worker:
+            finished.append(1)
+        return result
+
+    monkeypatch.setattr(HiddenStateReader, "read", read)
+    monkeypatch.setattr(PooledCosineAccumulator, "measure", staticmethod(measure))
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), batch_size=2, device="cpu", **SMALL)
+    assert started and len(finished) == len(started)
 
 
 def test_fixed_batch_out_of_memory_is_one_clear_error(tiny_gpt2, docs_jsonl, oom_above_two):
