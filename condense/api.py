@@ -19,6 +19,7 @@ __all__ = ["probe_to_folder", "rerun", "default_run_folder", "same_run", "existi
            "check_figure_path"]
 
 _SETTING_FIELDS = frozenset(f.name for f in fields(ProbeSettings))
+_DEFAULTS = asdict(ProbeSettings())
 FIGURE_SUFFIXES = (".png", ".pdf", ".svg")
 
 
@@ -40,11 +41,13 @@ def probe_to_folder(model: str, out: str | Path, checkpoint_every: float | None 
 
 
 def rerun(folder: str | Path, out: str | Path | None = None, quiet: bool = True) -> Path:
-    """Repeat the run recorded in ``folder``/run.json (same model, load options and settings)."""
+    """Repeat the run recorded in ``folder``/run.json: same model, load options and settings, and
+    for a hub model the same weights (its recorded ``commit``, whatever its branch holds now)."""
     run = ProbeResult.load(folder).run
     if "load_options" not in run:
         raise CondenseError(f"run folder {str(folder)!r} does not record its load options; probe it again by hand")
-    return probe_to_folder(run["model"], out or folder, quiet=quiet, **run["load_options"], **run["settings"])
+    load_options = {**run["load_options"], **({"revision": run["commit"]} if run.get("commit") else {})}
+    return probe_to_folder(run["model"], out or folder, quiet=quiet, **load_options, **run["settings"])
 
 
 def default_run_folder(model: str, corpus: str = "builtin", init: str = "pretrained", root: str | Path = "results") -> Path:
@@ -70,7 +73,7 @@ def same_run(run: Mapping[str, Any], model: str, **options: Any) -> bool:
     and sweeps.
     """
     wanted = asdict(ProbeSettings(**{k: v for k, v in options.items() if k in _SETTING_FIELDS}))
-    recorded = run.get("settings") or {}
+    recorded = {**_DEFAULTS, **(run.get("settings") or {})}  # a setting added since the run had its default
     init = options.get("init", "pretrained")
     dtype = options.get("dtype", "auto")
     return (run.get("source") != "memory"

@@ -85,3 +85,21 @@ def docs_jsonl(tmp_path) -> Path:
     lines.append(json.dumps({"text": "A short closing document."}))  # the last sequence comes out short
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+@pytest.fixture(scope="session")
+def hub(tmp_path_factory):
+    """A hub-protocol server on 127.0.0.1 (tests/hub_server.py) serving the repos of
+    tests/hub_fixtures.build_hub; ``hub.facts`` says what was published. ``flaky/five-hundred``
+    answers 500 for its weights, ``flaky/dropped`` drops the connection half-way through them."""
+    from tests.hub_fixtures import build_hub
+    from tests.hub_server import HubServer
+
+    root = tmp_path_factory.mktemp("hub") / "repos"
+    facts = build_hub(root)
+    server = HubServer(root)
+    server.facts = facts
+    server.faults[("flaky/five-hundred", "model.safetensors")] = "500"
+    server.faults[("flaky/dropped", "model.safetensors")] = "drop"
+    yield server
+    server.close()

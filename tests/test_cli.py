@@ -46,6 +46,7 @@ BAD = [
     (["probe", "TINY", "--corpus", "nonsense-preset"], "unknown corpus 'nonsense-preset'"),
     (["probe", "TINY", "--corpus", "imdb"], "cannot read corpus preset 'imdb'"),
     (["probe", "TINY", "--aggregate", "median"], "'median' is not one of"),
+    (["probe", "TINY", "--sampler", "paper", "--shuffle"], "--shuffle goes with --sampler sequential"),
     (["probe", "NOTCKPT"], "is a folder but not a checkpoint"),
     (["probe", "TINY", "--out", "AFILE"], "is an existing file"),
     (["show", "NOTCKPT"], "is not a condense run folder"),

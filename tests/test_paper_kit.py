@@ -25,7 +25,7 @@ from tests.test_cli import run
 
 REPO = Path(__file__).resolve().parents[1]
 SPECS = sorted((REPO / "paper").glob("*.toml"))
-PAPER_SETTINGS = {"aggregate": "paper", "num_seqs": 100, "max_length": 512, "layers": "all"}
+PAPER_SETTINGS = {"aggregate": "paper", "num_seqs": 100, "max_length": 512, "layers": "all", "sampler": "paper"}
 
 # PAPER.md's "Values read off the paper's figures", transcribed by hand (family: hub ids, spearman, kendall)
 PAPER_MD = [
@@ -110,7 +110,7 @@ def test_specs_parse_and_cover_the_table_in_the_paper_convention():
 def paper_meta(**changes):
     """run.json facts of a run made exactly as the paper measures."""
     settings = {"corpus": "wikipedia", "aggregate": "paper", "num_seqs": 100, "max_length": 512, "layers": "all",
-                "exclude_first_token": False, "center": "none", "paper_ragged": False}
+                "exclude_first_token": False, "center": "none", "paper_ragged": False, "sampler": "paper"}
     settings.update(changes.pop("settings", {}))
     meta = {"model": "openai-community/gpt2", "hub_id": "openai-community/gpt2", "revision": None,
             "init": "pretrained", "resolved": "openai-community/gpt2", "settings": settings,
@@ -137,6 +137,7 @@ def test_fairness_notes_name_every_difference_and_none_for_the_paper_setup():
         (dict(settings={"exclude_first_token": True}), "first token excluded"),
         (dict(settings={"center": "sequence"}), "centred per sequence"),
         (dict(settings={"paper_ragged": True}), "ragged text lengths"),
+        (dict(settings={"sampler": "sequential"}), "sequential texts (paper: random stretches"),
     ]
     for change, expected in cases:
         notes = fairness_notes(paper_meta(**change), row)

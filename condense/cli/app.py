@@ -49,6 +49,9 @@ def probe_options(f):
                      help="Sequences per forward pass, or auto (CPU: ~512 tokens a batch; accelerators: 64, "
                           "halved on out-of-memory)."),
         click.option("--shuffle/--no-shuffle", default=False, help="Random document order (by --seed)."),
+        click.option("--sampler", type=click.Choice(["sequential", "paper"]), default="sequential", show_default=True,
+                     help="sequential: the corpus's first texts, short documents joined; paper: the authors' random "
+                          "stretches (text r starts at a row drawn with seed r, rows joined to 1024 words)."),
         click.option("--seed", type=int, default=0, show_default=True, help="Shuffle, bootstrap and baseline seed."),
         click.option("--aggregate", type=click.Choice(["pooled", "paper"]), default="pooled", show_default=True,
                      help="pooled: every within-sequence pair; paper: the authors' averaged S x S matrix."),

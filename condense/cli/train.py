@@ -20,6 +20,7 @@ from condense.training.settings import DISPERSIONS, WHERE_HELP
               help="Fraction of the documents (the last ones) held out for the probes and the held-out loss.")
 @click.option("--init", type=click.Choice(["pretrained", "random"]), default="pretrained", show_default=True,
               help="random: pre-train the architecture from weights seeded by --seed.")
+@click.option("--revision", default=None, help="Hub revision (branch, tag or commit) of a hub model.")
 @click.option("--dispersion", type=click.Choice(DISPERSIONS), default="none", show_default=True,
               help="Dispersion loss added to the LM loss.")
 @click.option("--coeff", type=float, default=0.1, show_default=True, help="Weight of the dispersion loss.")

@@ -25,6 +25,7 @@ from condense.models.loading import (
     checkpoint_facts,
     first_line,
     hub_reachable,
+    hub_revision,
     load_config,
     load_model,
     load_tokenizer,
@@ -38,6 +39,6 @@ from condense.models.memory import check_tokenizer, from_memory, model_facts, pr
 __all__ = ["Alias", "Part", "ALIASES", "ALIAS_HINT", "alias_location", "install_command", "CACHE_ENV", "cache_dir",
            "assembled_folder", "part_status", "is_assembled", "assemble", "locate_alias", "alias_report",
            "read_gguf_facts", "check_config_json", "check_weights", "LoadedModel", "load_model", "resolve_source",
-           "checkpoint_facts", "load_config", "load_tokenizer", "resolve_device", "resolve_dtype", "hub_reachable",
+           "checkpoint_facts", "load_config", "load_tokenizer", "resolve_device", "resolve_dtype", "hub_reachable", "hub_revision",
            "shipped_configs", "first_line", "from_memory", "probing_mode", "unwrap_model", "check_tokenizer",
            "model_facts"]

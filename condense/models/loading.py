@@ -13,8 +13,6 @@ import functools
 import json
 import os
 import re
-import socket
-import urllib.parse
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,12 +20,13 @@ from typing import Any
 
 import torch
 
+from condense import hub
 from condense.errors import CondenseError, CondenseWarning
 from condense.models.aliases import ALIAS_HINT, ALIASES, alias_location, install_command
 from condense.models.assembly import locate_alias
 from condense.models.checkpoints import check_config_json, check_weights, checkpoint_name, read_gguf_facts
 
-__all__ = ["LoadedModel", "load_model", "shipped_configs", "resolve_device", "resolve_dtype", "hub_reachable",
+__all__ = ["LoadedModel", "load_model", "shipped_configs", "resolve_device", "resolve_dtype", "hub_reachable", "hub_revision",
            "resolve_source", "checkpoint_facts", "load_config", "load_tokenizer", "first_line"]
 
 
@@ -51,15 +50,9 @@ def shipped_configs() -> list[str]:
 
 @functools.lru_cache(maxsize=1)
 def hub_reachable(timeout: float = 3.0) -> bool:
-    """Whether the Hugging Face hub (or HF_ENDPOINT) answers a TCP connection within ``timeout``."""
-    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
-        return False
-    host = urllib.parse.urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
+    """Whether the Hugging Face hub (or HF_ENDPOINT, on the port its URL names) answers a TCP
+    connection within ``timeout``; False when HF_HUB_OFFLINE is set."""
+    return hub.reachable(timeout)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -117,16 +110,16 @@ def load_model(
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if gguf:
         kwargs["gguf_file"] = gguf
-    if revision and not os.path.exists(source):
-        kwargs["revision"] = revision
-    if not os.path.exists(source) and not hub_reachable():
-        kwargs["local_files_only"] = True  # fail in a second from the cache, not after a minute of retries
+    from_hub = not os.path.exists(source)
+    what = f"model {name!r}" + (f" at revision {revision!r}" if revision else "")
+    commit = hub_revision(source, revision, what, kwargs, init) if from_hub else None
     import transformers
     from transformers import AutoModel
 
     transformers.logging.set_verbosity_error()  # load reports and length warnings are noise here
     transformers.utils.logging.disable_progress_bar()
-    with _no_library_progress_bars():
+    calls = hub.hub_calls(what) if from_hub else contextlib.nullcontext()
+    with calls, _no_library_progress_bars():
         config, config_note = load_config(name, source, kwargs, init)
         tokenizer, tokenizer_source = load_tokenizer(source, kwargs, init)
     if init == "random":
@@ -143,7 +136,7 @@ def load_model(
             check_weights(source)
         try:
             placement = _placement(device_map, max_memory, offload_folder)
-            with _no_library_progress_bars():
+            with (hub.hub_calls(what) if from_hub else contextlib.nullcontext()), _no_library_progress_bars():
                 model = AutoModel.from_pretrained(source, config=config, dtype=torch_dtype, **placement, **kwargs)
         except (OSError, ValueError) as err:
             raise CondenseError(f"cannot load model weights from {source!r} ({first_line(err)}){ALIAS_HINT}") from None
@@ -157,6 +150,7 @@ def load_model(
         "resolved": source if not gguf else os.path.join(source, gguf),
         "hub_id": hub_id,
         "revision": revision,
+        "commit": commit,
         "init": init,
         "init_seed": init_seed if init == "random" else None,
         "config_source": config_note,
@@ -174,6 +168,28 @@ def load_model(
         placed = [str(d) for d in model.hf_device_map.values()]
         info["placement"] = {d: placed.count(d) for d in sorted(set(placed))}
     return LoadedModel(model, tokenizer, info)
+
+
+def hub_revision(repo_id: str, revision: str | None, what: str, kwargs: dict[str, Any], init: str) -> str | None:
+    """Pin the hub model's config, tokenizer and weights to one commit: set ``kwargs``' revision
+    to the commit ``revision`` resolves to (returned), and ``local_files_only`` when only the cache
+    can serve it. Random weights may do without (a shipped config, a fallback tokenizer)."""
+    online = hub_reachable()
+    try:
+        commit, cached_only = hub.resolve_commit(repo_id, revision, what, online=online)
+    except CondenseError as err:
+        if init == "random":  # the loaders say what is missing, if anything
+            kwargs.update({"local_files_only": not online, **({"revision": revision} if revision else {})})
+            return None
+        if not isinstance(err, hub.HubNotCached):
+            raise
+        shipped = _shipped_config_path(repo_id) is not None
+        raise hub.HubNotCached(f"{err}{'; --init random works offline for it (shipped config)' if shipped else ''}"
+                               f"{ALIAS_HINT}") from None
+    kwargs["revision"] = commit
+    if cached_only:
+        kwargs["local_files_only"] = True  # fail in a second from the cache, not after a minute of retries
+    return commit
 
 
 def _placement(device_map: str | None, max_memory: str | None, offload_folder: str | None) -> dict[str, Any]:

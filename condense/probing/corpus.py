@@ -2,55 +2,56 @@
 
 A corpus spec is ``builtin`` (offline prose from the standard library's pydoc topics), a local
 ``.txt`` (documents separated by blank lines), ``.jsonl`` (one JSON object a line), a folder of
-``.txt`` files, or a hub preset (``wikipedia``, ``pubmed``, ``imdb``, ``squad``) read with
-``datasets`` in streaming mode. Texts already in memory (a list of strings, a ``datasets.Dataset``
-and its text column) become a :class:`TextCorpus`, identified by its size and a content hash.
+``.txt`` files, or a hub preset (``wikipedia``, ``pubmed``, ``imdb``, ``squad``; see
+:mod:`.hub_corpus`). Texts already in memory (a list of strings, a ``datasets.Dataset`` and its
+text column) become a :class:`TextCorpus`, identified by its size and a content hash.
+
+A corpus is a list of rows (records): :func:`read_documents` yields its non-empty ones in order
+for the sequential sampler, :func:`read_rows` gives all of them, empty ones included, with random
+access, for the paper's sampler (:mod:`.sampling`). A document's ``row`` is its index there.
 """
 
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import random
 import os
 import re
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from condense.errors import CondenseError
+from condense.probing.hub_corpus import HUB_PRESETS, hub_records, hub_rows
 
-__all__ = ["Document", "TokenSequence", "TextCorpus", "HUB_PRESETS", "read_documents", "texts_corpus",
-           "is_corpus_spec", "texts_hash", "build_sequences", "token_hash"]
+__all__ = ["Document", "TokenSequence", "TextCorpus", "HUB_PRESETS", "read_documents", "read_rows", "texts_corpus",
+           "is_corpus_spec", "texts_hash", "build_sequences", "encode", "token_hash"]
 
-# preset -> (dataset path, config, split, text field)
-HUB_PRESETS: dict[str, tuple[str, str | None, str, str]] = {
-    "wikipedia": ("Salesforce/wikitext", "wikitext-103-v1", "train", "text"),
-    "pubmed": ("qiaojin/PubMedQA", "pqa_labeled", "train", "context"),
-    "imdb": ("stanfordnlp/imdb", None, "train", "text"),
-    "squad": ("rajpurkar/squad", None, "train", "context"),
-}
 _SPEC_HELP = "use builtin, a .txt/.jsonl file, a folder of .txt files, or one of " + ", ".join(HUB_PRESETS)
 
 
 @dataclass(frozen=True)
 class Document:
-    """One document: ``name`` says where it came from (file and line, topic, record index)."""
+    """One document: ``name`` says where it came from (file and line, topic, record index);
+    ``row`` is its index among the corpus's rows (:func:`read_rows`), None where unknown."""
 
     name: str
     text: str
+    row: int | None = None
 
 
 @dataclass(frozen=True)
 class TokenSequence:
-    """One model input: token ids, which of them are special tokens, and its source documents."""
+    """One model input: token ids, which of them are special tokens, its source documents, and
+    the corpus row it starts at (None where unknown)."""
 
     input_ids: list[int]
     special: list[bool]
     documents: tuple[str, ...]
+    start_row: int | None = None
 
 
 @dataclass(frozen=True)
@@ -61,11 +62,13 @@ class TextCorpus:
     label: what run.json's ``settings.corpus`` says, ``texts:<n>:sha256=<first 16 hex digits>``.
     record: run.json's ``corpus_texts``: kind (``list`` or ``datasets.Dataset``), count, the full
         SHA-256 of :func:`texts_hash`, and for a Dataset its column, rows and description.
+    rows: every text as given, empty ones included (the rows of the paper's sampler).
     """
 
     documents: list[Document]
     label: str
     record: dict[str, Any] = field(default_factory=dict)
+    rows: list[str] = field(default_factory=list)
 
 
 def is_corpus_spec(corpus: Any) -> bool:
@@ -112,14 +115,14 @@ def texts_corpus(corpus: Any, text_field: str = "text", shuffle: bool = False, s
     bad = next((i for i, t in enumerate(texts) if not isinstance(t, str)), None)
     if bad is not None:
         raise CondenseError(f"text {bad} of the corpus is a {type(texts[bad]).__name__}, not a string; pass a list of strings")
-    docs = [Document(f"texts[{i}]", t.strip()) for i, t in enumerate(texts) if t.strip()]
+    docs = [Document(f"texts[{i}]", t.strip(), i) for i, t in enumerate(texts) if t.strip()]
     if not docs:
         raise CondenseError(f"the corpus's {len(texts)} texts are all empty; pass at least one non-empty string")
     digest = texts_hash(texts)
     if shuffle:
         random.Random(seed).shuffle(docs)
     return TextCorpus(docs, f"texts:{len(texts)}:sha256={digest[:16]}",
-                      {**record, "count": len(texts), "non_empty": len(docs), "sha256": digest})
+                      {**record, "count": len(texts), "non_empty": len(docs), "sha256": digest}, texts)
 
 
 def _is_dataset(obj: Any) -> bool:
@@ -134,7 +137,33 @@ def read_documents(spec: str, text_field: str = "text", shuffle: bool = False, s
     Raises CondenseError for an unknown spec, an empty corpus, or a malformed file.
     """
     if spec in HUB_PRESETS:
-        return _hub_documents(spec, shuffle, seed)
+        return (Document(f"{spec}[{i}]", text.strip(), None if shuffle else i)
+                for i, text in hub_records(spec, shuffle, seed) if text.strip())
+    docs = [Document(d.name, d.text.strip(), d.row) for d in _local_rows(spec, text_field) if d.text.strip()]
+    if not docs:
+        raise CondenseError(f"corpus {spec!r} has no usable text (every document is empty)")
+    if shuffle:
+        random.Random(seed).shuffle(docs)
+    return iter(docs)
+
+
+def read_rows(spec: str, text_field: str = "text") -> tuple[Sequence[str], str]:
+    """(every row's text, empty rows included, with random access; a label for row names).
+
+    Hub presets are downloaded whole (``datasets`` caches them); local corpora are read as for
+    :func:`read_documents`: a .txt file's blank-line separated documents, a .jsonl file's records,
+    the builtin topics. Raises CondenseError as :func:`read_documents` does.
+    """
+    if spec in HUB_PRESETS:
+        return hub_rows(spec), spec
+    rows = _local_rows(spec, text_field)
+    if not any(d.text.strip() for d in rows):
+        raise CondenseError(f"corpus {spec!r} has no usable text (every document is empty)")
+    return [d.text for d in rows], Path(spec).name or spec
+
+
+def _local_rows(spec: str, text_field: str) -> list[Document]:
+    """Every row of a local corpus as a Document (a .jsonl record's text unstripped, maybe empty)."""
     if spec == "builtin":
         docs = _builtin_documents()
     else:
@@ -151,11 +180,7 @@ def read_documents(spec: str, text_field: str = "text", shuffle: bool = False, s
             raise CondenseError(f"unsupported corpus file {spec!r}: {_SPEC_HELP}")
         else:
             raise CondenseError(f"unknown corpus {spec!r}: no such file or folder; {_SPEC_HELP}")
-        if not docs:
-            raise CondenseError(f"corpus {spec!r} has no usable text (every document is empty)")
-    if shuffle:
-        random.Random(seed).shuffle(docs)
-    return iter(docs)
+    return [Document(d.name, d.text, i) for i, d in enumerate(docs)]
 
 
 def _builtin_documents() -> list[Document]:
@@ -171,6 +196,7 @@ def _txt_documents(path: Path) -> list[Document]:
 
 
 def _jsonl_documents(path: Path, field: str) -> list[Document]:
+    """One Document per record (blank lines are no record), its text as it is, possibly empty."""
     docs = []
     for n, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
@@ -184,9 +210,7 @@ def _jsonl_documents(path: Path, field: str) -> list[Document]:
             raise CondenseError(
                 f"line {n} of {path} has no field {field!r} (it has: {keys}); choose one with --text-field"
             )
-        text = str(record[field]).strip()
-        if text:
-            docs.append(Document(f"{path.name}:{n}", text))
+        docs.append(Document(f"{path.name}:{n}", str(record[field])))
     return docs
 
 
@@ -199,33 +223,6 @@ def _read_text(path: Path) -> str:
         raise CondenseError(f"cannot read corpus file {path}: {err.strerror}") from None
 
 
-def _hub_documents(preset: str, shuffle: bool, seed: int) -> Iterator[Document]:
-    path, config, split, field = HUB_PRESETS[preset]
-    try:
-        import datasets
-
-        ds = datasets.load_dataset(path, config, split=split, streaming=True)
-        if shuffle:
-            ds = ds.shuffle(seed=seed, buffer_size=10_000)
-        first = next(iter(ds))
-    except ImportError:
-        raise CondenseError(f"corpus preset {preset!r} needs `pip install datasets` (or use --corpus builtin)") from None
-    except Exception as err:  # the hub raises many types: network, auth, missing dataset
-        raise CondenseError(
-            f"cannot read corpus preset {preset!r} ({path}) from the Hugging Face hub "
-            f"({type(err).__name__}); use --corpus builtin or a local .txt/.jsonl file"
-        ) from None
-
-    def records() -> Iterator[Document]:
-        for i, rec in enumerate(itertools.chain([first], ds)):
-            value = rec[field]
-            text = " ".join(value["contexts"]) if isinstance(value, dict) else str(value)
-            if text.strip():
-                yield Document(f"{preset}[{i}]", text.strip())
-
-    return records()
-
-
 def build_sequences(
     documents: Iterable[Document], tokenizer, max_length: int, num_seqs: int, add_special_tokens: bool = True
 ) -> list[TokenSequence]:
@@ -236,32 +233,33 @@ def build_sequences(
     shorter when the corpus runs out. Tokenised with the tokenizer's default special tokens.
     """
     sequences: list[TokenSequence] = []
-    texts: list[str] = []
-    names: list[str] = []
+    docs: list[Document] = []
     count = 0
     for doc in documents:
-        texts.append(doc.text)
-        names.append(doc.name)
+        docs.append(doc)
         count += len(tokenizer(doc.text, add_special_tokens=False)["input_ids"])
         if count >= max_length:
-            sequences.append(_encode(tokenizer, texts, names, max_length, add_special_tokens))
-            texts, names, count = [], [], 0
+            sequences.append(_joined(tokenizer, docs, max_length, add_special_tokens))
+            docs, count = [], 0
             if len(sequences) == num_seqs:
                 return sequences
-    if texts:
-        sequences.append(_encode(tokenizer, texts, names, max_length, add_special_tokens))
+    if docs:
+        sequences.append(_joined(tokenizer, docs, max_length, add_special_tokens))
     return [s for s in sequences if s.input_ids]
 
 
-def _encode(tokenizer, texts: list[str], names: list[str], max_length: int, add_special: bool) -> TokenSequence:
-    enc = tokenizer(
-        "\n\n".join(texts),
-        add_special_tokens=add_special,
-        truncation=True,
-        max_length=max_length,
-        return_special_tokens_mask=True,
-    )
-    return TokenSequence(list(enc["input_ids"]), [bool(s) for s in enc["special_tokens_mask"]], tuple(names))
+def _joined(tokenizer, docs: list[Document], max_length: int, add_special: bool) -> TokenSequence:
+    text = "\n\n".join(d.text for d in docs)
+    return encode(tokenizer, text, tuple(d.name for d in docs), docs[0].row, max_length, add_special)
+
+
+def encode(tokenizer, text: str, names: tuple[str, ...], start_row: int | None, max_length: int,
+           add_special: bool = True) -> TokenSequence:
+    """``text`` tokenised as the model sees it: truncated to ``max_length`` tokens, with the
+    tokenizer's special tokens when ``add_special``."""
+    enc = tokenizer(text, add_special_tokens=add_special, truncation=True, max_length=max_length,
+                    return_special_tokens_mask=True)
+    return TokenSequence(list(enc["input_ids"]), [bool(s) for s in enc["special_tokens_mask"]], names, start_row)
 
 
 def token_hash(sequences: Iterable[TokenSequence]) -> str:

@@ -8,6 +8,7 @@ import math
 import os
 import platform
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -23,15 +24,18 @@ from condense.metrics.trend import bootstrap_mean_cos, depth_trend, gaussian_bas
 from condense.probing.batching import Batch, auto_batch_start, forward_batches
 from condense.probing.checkpoint import (CheckpointPlan, ProbeInterrupted, load_checkpoint, save_checkpoint,
                                         stop_requests)
-from condense.probing.corpus import build_sequences, is_corpus_spec, read_documents, texts_corpus, token_hash
+from condense.probing.corpus import (build_sequences, is_corpus_spec, read_documents, read_rows, texts_corpus,
+                                     token_hash)
 from condense.probing.extract import HiddenStateReader
 from condense.probing.layers import resolve_layers
+from condense.probing.sampling import paper_sequences
 from condense.models import LoadedModel, from_memory, load_model, probing_mode
 from condense.results import ProbeResult, RESULT_FORMAT
 
 __all__ = ["ProbeSettings", "probe", "probe_loaded"]
 
 AGGREGATES = ("pooled", "paper")
+SAMPLERS = ("sequential", "paper")
 CENTERS = ("none", "sequence", "corpus")
 NONFINITE = ("error", "exclude")
 HOLD_LIMIT = 512 << 20  # bytes of a CPU batch's selected layers that may wait for the worker threads
@@ -52,6 +56,7 @@ class ProbeSettings:
     batch_size: int | str = "auto"
     shuffle: bool = False
     seed: int = 0
+    sampler: str = "sequential"
     aggregate: str = "pooled"
     paper_ragged: bool = False
     keep_special_tokens: bool = False
@@ -71,12 +76,14 @@ class ProbeSettings:
                 raise CondenseError(f"bad --{name.replace('_', '-')} {value!r}: must be a positive integer")
         if self.max_length < 2:
             raise CondenseError(f"bad --max-length {self.max_length}: need at least 2 tokens for a pair")
-        for name, allowed in (("aggregate", AGGREGATES), ("center", CENTERS), ("nonfinite", NONFINITE),
-                              ("precision", ("float32", "float64"))):
+        for name, allowed in (("aggregate", AGGREGATES), ("sampler", SAMPLERS), ("center", CENTERS),
+                              ("nonfinite", NONFINITE), ("precision", ("float32", "float64"))):
             if getattr(self, name) not in allowed:
                 raise CondenseError(f"bad --{name} {getattr(self, name)!r}: use {' or '.join(allowed)}")
         if self.spectrum_seqs < 0 or self.bootstrap < 0:
             raise CondenseError("--spectrum-seqs and --bootstrap must be >= 0")
+        if self.shuffle and self.sampler == "paper":
+            raise CondenseError("--shuffle goes with --sampler sequential: the paper's sampler draws its own random starts")
         if self.bootstrap and self.aggregate == "paper":
             raise CondenseError("--bootstrap needs --aggregate pooled: the paper's averaged matrix has no per-sequence values")
 
@@ -106,7 +113,12 @@ def probe(model: str | os.PathLike | torch.nn.Module, *, tokenizer: Any = None, 
                                                                settings.get("shuffle", False), settings.get("seed", 0))
     cfg = ProbeSettings(corpus=texts.label if texts else str(corpus), **settings)
     cfg.validate()
-    documents = iter(texts.documents) if texts else read_documents(cfg.corpus, cfg.text_field, cfg.shuffle, cfg.seed)
+    documents, rows = None, None  # read now: a bad corpus fails before any model loads
+    if cfg.sampler == "paper":
+        rows = (texts.rows, "texts") if texts else read_rows(cfg.corpus, cfg.text_field)
+    else:
+        documents = iter(texts.documents) if texts else read_documents(cfg.corpus, cfg.text_field, cfg.shuffle,
+                                                                       cfg.seed)
     load_options = dict(revision=revision, dtype=dtype, device=device, trust_remote_code=trust_remote_code,
                         init=init, init_seed=init_seed, device_map=device_map, max_memory=max_memory,
                         offload_folder=offload_folder)
@@ -114,7 +126,8 @@ def probe(model: str | os.PathLike | torch.nn.Module, *, tokenizer: Any = None, 
         if tokenizer is not None or name is not None:
             raise CondenseError("tokenizer= and name= go with a model object; a model name loads its own tokenizer")
         loaded = load_model(str(model), **load_options)
-        result = probe_loaded(loaded, cfg, documents=documents, quiet=quiet, checkpoint=checkpoint, resume=resume)
+        result = probe_loaded(loaded, cfg, documents=documents, rows=rows, quiet=quiet, checkpoint=checkpoint,
+                                  resume=resume)
         result.run["load_options"] = load_options  # with the settings: everything `condense rerun` needs
     else:
         changed = [k for k, v in load_options.items() if v != inspect.signature(probe).parameters[k].default]
@@ -123,15 +136,20 @@ def probe(model: str | os.PathLike | torch.nn.Module, *, tokenizer: Any = None, 
                                 "as it is, where it is (set its dtype and device before probing)")
         loaded = from_memory(model, tokenizer, name)
         with probing_mode(model):
-            result = probe_loaded(loaded, cfg, documents=documents, quiet=quiet, checkpoint=checkpoint, resume=resume)
+            result = probe_loaded(loaded, cfg, documents=documents, rows=rows, quiet=quiet, checkpoint=checkpoint,
+                                  resume=resume)
     if texts:
         result.run["corpus_texts"] = texts.record
     return result
 
 
 def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet: bool = True,
-                 checkpoint: str | Path | CheckpointPlan | None = None, resume: bool = False) -> ProbeResult:
+                 checkpoint: str | Path | CheckpointPlan | None = None, resume: bool = False,
+                 rows: tuple[Sequence[str], str] | None = None) -> ProbeResult:
     """Probe an already-loaded model (reuse one model for several corpora or settings).
+
+    The texts are ``cfg.corpus``'s, or ``documents`` (an iterable of Documents) or, for the
+    paper's sampler, ``rows`` (every row's text, and a label naming them in run.json).
 
     With ``checkpoint`` (a path, or a :class:`CheckpointPlan` with the interval), the accumulators
     are saved there every 5 minutes of probing (at a batch boundary, atomically), and SIGINT/SIGTERM
@@ -141,9 +159,7 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
     start = time.perf_counter()
     cfg.validate()
     plan = CheckpointPlan.of(checkpoint)
-    if documents is None:
-        documents = read_documents(cfg.corpus, cfg.text_field, cfg.shuffle, cfg.seed)
-    sequences = build_sequences(documents, loaded.tokenizer, cfg.max_length, cfg.num_seqs)
+    sequences = _sequences(cfg, loaded.tokenizer, documents, rows)
     if not sequences:
         raise CondenseError(f"corpus {cfg.corpus!r} gave no tokens with this tokenizer")
     seq_len = max(len(s.input_ids) for s in sequences)
@@ -230,6 +246,18 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
     facts = {"batch_size_used": used.get("batch_size"), "seconds": earlier_seconds + time.perf_counter() - start,
              "resumed_from": resumed_from}
     return _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, facts)
+
+
+def _sequences(cfg: ProbeSettings, tokenizer, documents, rows) -> list:
+    """The token sequences of the run, by ``cfg.sampler``."""
+    if cfg.sampler == "paper":
+        if rows is None:
+            rows = (([d.text for d in documents], "documents") if documents is not None
+                    else read_rows(cfg.corpus, cfg.text_field))
+        return paper_sequences(rows[0], tokenizer, cfg.max_length, cfg.num_seqs, rows[1])
+    if documents is None:
+        documents = read_documents(cfg.corpus, cfg.text_field, cfg.shuffle, cfg.seed)
+    return build_sequences(documents, tokenizer, cfg.max_length, cfg.num_seqs)
 
 
 def _one_thread(function):
@@ -353,6 +381,7 @@ def _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, fac
                    "max_seq_len": max(len(s.input_ids) for s in sequences)},
         "token_hash": token_hash(sequences),
         "first_documents": [s.documents[0] for s in sequences[:5]],
+        "sequence_starts": [s.start_row for s in sequences],
         "trend": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in trend.items()},
         "batch_size_used": facts["batch_size_used"],
         "resumed_from_sequence": facts["resumed_from"],

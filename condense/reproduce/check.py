@@ -5,8 +5,8 @@ corpus; a run on a corpus the paper did not use for that model is compared with 
 WikiText-103 (``wikipedia``) row, with a note. ``pairs`` match a run to a row by hand (a stand-in
 model, a local checkpoint, a row the paper's model is not on the hub for); such a comparison is
 flagged as a proxy when the run's model is not the row's. Every difference that makes a comparison
-unfair (aggregation, number of texts, tokens per text, random weights, quantised GGUF weights, another
-corpus, a layer subset, centring, ...) becomes a note on its row, never a silent pass.
+unfair (aggregation, number of texts, tokens per text, another text sampler, random weights, quantised
+GGUF weights, another corpus, a layer subset, centring, ...) becomes a note on its row, never a silent pass.
 """
 
 from __future__ import annotations
@@ -152,6 +152,8 @@ def fairness_notes(meta: dict[str, Any], row: pd.Series) -> list[str]:
     if quantised:
         kind = meta.get("quantization") if isinstance(meta.get("quantization"), str) else "GGUF"
         notes.append(f"quantised weights ({kind}; paper: original weights)")
+    if settings.get("sampler", "sequential") != "paper":
+        notes.append(f"{settings.get('sampler', 'sequential')} texts (paper: random stretches, --sampler paper)")
     corpus = str(settings.get("corpus", ""))
     if corpus != row["dataset"]:
         notes.append(f"corpus {Path(corpus).name or corpus} (paper: {row['dataset']})")

@@ -130,7 +130,7 @@ def _prepare(model: str, out: Path, cfg: FinetuneSettings, baseline: str | Path 
         base = load_finetune(baseline)
     dev = resolve_device(device)
     split = split_corpus(cfg.corpus, cfg.text_field, cfg.heldout)
-    src = resolve_causal_source(model, cfg.init, trust_remote_code)
+    src = resolve_causal_source(model, cfg.init, trust_remote_code, cfg.revision)
     where = cfg.where_spec(int(src.config.num_hidden_layers))
     positions = getattr(src.config, "max_position_embeddings", None)
     if positions and cfg.seq_len > positions:

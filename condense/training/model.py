@@ -8,22 +8,16 @@ so the model trains and ``save_pretrained`` works.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
+from condense import hub
 from condense.errors import CondenseError
-from condense.models import (
-    ALIAS_HINT,
-    LoadedModel,
-    first_line,
-    hub_reachable,
-    load_config,
-    load_tokenizer,
-    resolve_source,
-)
+from condense.models import ALIAS_HINT, LoadedModel, first_line, hub_revision, load_config, load_tokenizer, resolve_source
 
 __all__ = ["CausalSource", "resolve_causal_source", "load_causal_lm", "probe_view"]
 
@@ -32,7 +26,8 @@ __all__ = ["CausalSource", "resolve_causal_source", "load_causal_lm", "probe_vie
 class CausalSource:
     """A model resolved up to (not including) its weights: config and tokenizer are loaded.
 
-    ``kwargs`` are the ``from_pretrained`` arguments (``gguf_file``, ``trust_remote_code``).
+    ``kwargs`` are the ``from_pretrained`` arguments (``gguf_file``, ``trust_remote_code``, and
+    for a hub model ``revision``: the ``commit`` the asked ``revision`` resolved to).
     """
 
     name: str
@@ -45,10 +40,22 @@ class CausalSource:
     tokenizer: Any
     tokenizer_note: str
     kwargs: dict[str, Any]
+    revision: str | None = None
+    commit: str | None = None
+
+    def hub_calls(self):
+        """The hub's failures as one line while loading from it (a no-op for local checkpoints)."""
+        return contextlib.nullcontext() if os.path.exists(self.source) else hub.hub_calls(_what(self.name, self.revision))
 
 
-def resolve_causal_source(name: str, init: str = "pretrained", trust_remote_code: bool = False) -> CausalSource:
-    """Resolve ``name`` (alias, folder, .gguf, shipped config or hub id) and load config and tokenizer.
+def _what(name: str, revision: str | None) -> str:
+    return f"model {name!r}" + (f" at revision {revision!r}" if revision else "")
+
+
+def resolve_causal_source(name: str, init: str = "pretrained", trust_remote_code: bool = False,
+                          revision: str | None = None) -> CausalSource:
+    """Resolve ``name`` (alias, folder, .gguf, shipped config or hub id; ``revision``: a hub
+    branch, tag or commit) and load config and tokenizer, from one commit.
 
     Cheap (no weights), so callers can validate settings against the architecture first.
     """
@@ -60,13 +67,14 @@ def resolve_causal_source(name: str, init: str = "pretrained", trust_remote_code
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
     if gguf:
         kwargs["gguf_file"] = gguf
-    if not os.path.exists(source) and not hub_reachable():
-        kwargs["local_files_only"] = True  # fail in a second from the cache, not after a minute of retries
-    config, config_note = load_config(name, source, kwargs, init)
-    if not hasattr(config, "num_hidden_layers") or getattr(config, "is_encoder_decoder", False):
-        raise CondenseError(f"{name!r} ({config.model_type}) is not a decoder-only causal LM; finetune needs one")
-    tokenizer, tokenizer_note = load_tokenizer(source, kwargs, init)
-    return CausalSource(name, source, gguf, hub_id, init, config, config_note, tokenizer, tokenizer_note, kwargs)
+    commit = None if os.path.exists(source) else hub_revision(source, revision, _what(name, revision), kwargs, init)
+    src = CausalSource(name, source, gguf, hub_id, init, None, "", None, "", kwargs, revision, commit)
+    with src.hub_calls():
+        src.config, src.config_note = load_config(name, source, kwargs, init)
+        if not hasattr(src.config, "num_hidden_layers") or getattr(src.config, "is_encoder_decoder", False):
+            raise CondenseError(f"{name!r} ({src.config.model_type}) is not a decoder-only causal LM; finetune needs one")
+        src.tokenizer, src.tokenizer_note = load_tokenizer(source, kwargs, init)
+    return src
 
 
 def load_causal_lm(src: CausalSource, device: torch.device, seed: int = 0) -> LoadedModel:
@@ -85,9 +93,10 @@ def load_causal_lm(src: CausalSource, device: torch.device, seed: int = 0) -> Lo
             extra: dict[str, Any] = {}
             if src.gguf:  # unpacked, not kept in GGUF blocks: packed weights neither train nor save
                 extra["quantization_config"] = GgufConfig(gguf_file=src.gguf, dequantize=True)
-            model = AutoModelForCausalLM.from_pretrained(
-                src.source, config=src.config, dtype=torch.float32, **src.kwargs, **extra
-            )
+            with src.hub_calls():
+                model = AutoModelForCausalLM.from_pretrained(
+                    src.source, config=src.config, dtype=torch.float32, **src.kwargs, **extra
+                )
     except (OSError, ValueError) as err:
         raise CondenseError(
             f"cannot load {src.name!r} as a causal LM ({first_line(err)}){ALIAS_HINT}"
@@ -99,7 +108,8 @@ def load_causal_lm(src: CausalSource, device: torch.device, seed: int = 0) -> Lo
         "model": src.name,
         "resolved": src.source if not src.gguf else os.path.join(src.source, src.gguf),
         "hub_id": src.hub_id,
-        "revision": None,
+        "revision": src.revision,
+        "commit": src.commit,
         "init": src.init,
         "init_seed": seed if src.init == "random" else None,
         "config_source": src.config_note,

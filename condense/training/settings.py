@@ -23,6 +23,7 @@ class FinetuneSettings:
 
     corpus, text_field: the corpus spec (as for ``condense probe``); the last ``heldout`` fraction
         of its documents (at least one) is held out for the held-out loss and the probes.
+    revision: the hub branch, tag or commit of a hub model (None: its default branch).
     init: ``pretrained`` (fine-tune) or ``random`` (pre-train from weights seeded by ``seed``).
     dispersion, coeff, where: the regulariser (``none`` or a :data:`condense.dispersion.VARIANTS`
         name), its weight in ``lm_loss + coeff * dispersion_loss``, and the blocks it reads.
@@ -37,6 +38,7 @@ class FinetuneSettings:
 
     corpus: str = "builtin"
     text_field: str = "text"
+    revision: str | None = None
     init: str = "pretrained"
     dispersion: str = "none"
     coeff: float = 0.1
