@@ -37,10 +37,12 @@ def run_one(argv: list[str]) -> dict:
 
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
+    saved, streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         os.dup2(out.fileno(), 1)
         os.dup2(err.fileno(), 2)
+        # Python-level writers too, where sys.stdout is not fd 1 (e.g. under pytest's capture)
+        sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
         sys.argv = ["condense", *argv]
         start = time.perf_counter()
         try:
@@ -54,8 +56,11 @@ def run_one(argv: list[str]) -> dict:
         seconds = time.perf_counter() - start
         sys.stdout.flush()
         sys.stderr.flush()
+        sys.stdout, sys.stderr = streams
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
+        os.close(saved[0])
+        os.close(saved[1])
         out.seek(0)
         err.seek(0)
         return {"argv": argv, "rc": rc, "seconds": seconds, "stdout": out.read().decode(errors="replace"),

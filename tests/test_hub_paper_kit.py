@@ -12,6 +12,7 @@ import re
 import pandas as pd
 import pytest
 
+from tests.cli_driver import run_one
 from tests.hub_fixtures import GPT2_IDS, ROOT, hub_env, manifest, run_condense
 
 pytest.importorskip("datasets")
@@ -20,12 +21,14 @@ CORPORA = ("wikipedia", "pubmed", "imdb", "squad")
 
 @pytest.fixture(scope="module")
 def kit(hub, tmp_path_factory):
+    """Both sweeps into one folder, as paper/README.md runs them, in one process with an empty
+    cache; then ``condense paper check`` on that folder (no hub needed: run here)."""
     work = tmp_path_factory.mktemp("hub-paper-kit")
     sweeps = work / "paper"
-    commands = [["sweep", ROOT / "paper" / "fig1_gpt2.toml", "--out", sweeps, "-q"],
-                ["sweep", ROOT / "paper" / "datasets_gpt2.toml", "--out", sweeps, "-q"],
-                ["paper", "check", sweeps, "--out", work / "check.csv"]]
-    results = run_condense(commands, hub_env(hub.endpoint, work / "hf-home"), work, timeout=600)
+    results = run_condense([["sweep", ROOT / "paper" / f"{spec}.toml", "--out", sweeps, "-q"]
+                            for spec in ("fig1_gpt2", "datasets_gpt2")], hub_env(hub.endpoint, work / "hf-home"),
+                           work, timeout=600)
+    results.append(run_one(["paper", "check", str(sweeps), "--out", str(work / "check.csv")]))
     return {"work": work, "sweeps": sweeps, "results": results}
 
 
