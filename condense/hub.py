@@ -115,9 +115,10 @@ class _DownloadStalled(Exception):
 
 
 @contextlib.contextmanager
-def hub_calls(what: str) -> Iterator[None]:
+def hub_calls(what: str, cache: str | None = None) -> Iterator[None]:
     """Hub calls made inside are quiet and fail fast; their errors become one-line CondenseErrors
-    naming ``what`` (e.g. "model 'org/name' at revision 'main'") and what to check."""
+    naming ``what`` (e.g. "model 'org/name' at revision 'main'"), what to check, and for what is
+    not cached the cache folder (``cache``, default the hub cache)."""
     try:
         import huggingface_hub
         from huggingface_hub.utils import logging as hub_logging
@@ -140,12 +141,12 @@ def hub_calls(what: str) -> Iterator[None]:
     except (HubUnavailable, HubNotCached):
         raise
     except CondenseError as err:  # a loader's own line about a hub failure: the hub's says what to check
-        better = hub_error(err.__context__, what) if err.__context__ is not None else None
+        better = hub_error(err.__context__, what, cache) if err.__context__ is not None else None
         if better is None:
             raise
         raise better from None
     except Exception as err:  # noqa: BLE001  (the clients raise many types; unknown ones keep their traceback)
-        better = hub_error(err, what)
+        better = hub_error(err, what, cache)
         if better is None:
             raise
         raise better from None
@@ -158,9 +159,10 @@ def hub_calls(what: str) -> Iterator[None]:
             enable_progress_bars()
 
 
-def hub_error(err: BaseException, what: str) -> CondenseError | None:
+def hub_error(err: BaseException, what: str, cache: str | None = None) -> CondenseError | None:
     """A one-line error for a failure of the hub clients (found anywhere in ``err``'s chain of
-    causes), or None when the failure is not the hub's."""
+    causes), or None when the failure is not the hub's. ``cache``: where what is not cached would
+    be (default the hub cache)."""
     from huggingface_hub import errors as hub_errors
 
     connect, transport = _transport_errors()
@@ -182,9 +184,10 @@ def hub_error(err: BaseException, what: str) -> CondenseError | None:
         if isinstance(cause, hub_errors.HfHubHTTPError) and cause.response is not None:
             return CondenseError(f"the hub at {where} answered HTTP {cause.response.status_code} for {what}; try "
                                  "again later, or set HF_HUB_OFFLINE=1 to use what is cached")
-        if isinstance(cause, not_cached + connect):
-            return HubNotCached(f"cannot find {what} locally or on the Hugging Face hub: it is not in the hub cache "
-                                f"({_cache()}) and {_why_not_reached()}")
+        # (datasets reports an offline or unreachable hub as a bare ConnectionError)
+        if isinstance(cause, not_cached + connect + (ConnectionError,)):
+            return HubNotCached(f"cannot find {what} locally or on the Hugging Face hub: it is not in the cache "
+                                f"({cache or _cache()}) and {_why_not_reached()}")
         if isinstance(cause, transport + (_DownloadStalled,)):
             how = "no byte arrived" if isinstance(cause, _DownloadStalled) else type(cause).__name__
             return CondenseError(f"the connection to the hub at {where} broke while downloading {what} ({how}); "

@@ -31,6 +31,19 @@ def read(hub, tmp_path_factory):
     return {**json.loads(out.read_text()), "work": work, "stderr": proc.stderr}
 
 
+def test_offline_the_presets_come_from_the_datasets_cache(read, hub):
+    out = read["work"] / "offline.json"
+    env = hub_env(hub.endpoint, read["work"] / "hf-home", HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    start = len(hub.requests)
+    proc = subprocess.run([sys.executable, "-m", "tests.hub_reads", str(out), "--offline"], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    offline = json.loads(out.read_text())
+    assert hub.requests[start:] == []
+    for preset in HUB_PRESETS:
+        assert offline[preset] == read[preset]["documents"], preset
+
+
 def column(hub, preset):
     return hub.facts.tables[preset].column(HUB_PRESETS[preset][3]).to_pylist()
 

@@ -154,14 +154,18 @@ def test_hub_failures_are_one_line_exit_2_without_retries(online, case, pattern)
 def test_a_hub_that_is_down_falls_back_to_the_cache_else_one_line(online, tmp_path):
     down = hub_env(f"http://127.0.0.1:{free_port()}", online["home"])
     results = run_condense([["probe", GPT2, "--out", tmp_path / "cached", *QUICK],
-                            ["probe", GPT2_IDS[1], "--out", tmp_path / "absent", *QUICK]], down, tmp_path)
+                            ["probe", GPT2_IDS[1], "--out", tmp_path / "absent", *QUICK],
+                            ["probe", GPT2, "--corpus", "pubmed", "--out", tmp_path / "corpus", *QUICK]], down, tmp_path)
     assert results[0]["rc"] == 0, results[0]["stderr"]
     assert mean_cos(tmp_path / "cached") == mean_cos(online["work"] / "main")
     line = error_line(results[1])
     assert re.search(r"cannot find model 'openai-community/gpt2-medium' locally or on the Hugging Face hub: it is "
-                     r"not in the hub cache \(.*hf-home/hub\) and the hub at http://127\.0\.0\.1:\d+ does not answer "
+                     r"not in the cache \(.*hf-home/hub\) and the hub at http://127\.0\.0\.1:\d+ does not answer "
                      r"\(check HF_ENDPOINT", line), line
     assert results[1]["seconds"] < 15 and not (tmp_path / "absent").exists()
+    line = error_line(results[2])  # datasets alone would retry for a minute
+    assert re.search(r"cannot read corpus preset 'pubmed': the hub at http://127\.0\.0\.1:\d+ does not answer", line)
+    assert results[2]["seconds"] < 15
 
 
 def test_compare_family_rerun_and_finetune_take_a_hub_id_and_revision(online, hub):

@@ -47,13 +47,14 @@ class HubRows(Sequence[str]):
 
 def hub_records(preset: str, shuffle: bool = False, seed: int = 0) -> Iterator[tuple[int, str]]:
     """(row index, text) of every row of the preset's split, streamed in order (or through a
-    10,000-row shuffle buffer seeded by ``seed``). The first row is read at once, so a missing
-    dataset or an unreachable hub fails here, as one CondenseError line."""
+    10,000-row shuffle buffer seeded by ``seed``); offline, read from the copy in the ``datasets``
+    cache that :func:`hub_rows` left (streams are not cached). The first row is read at once, so a
+    missing dataset or an unreachable hub fails here, as one CondenseError line."""
     path, config, split, field = HUB_PRESETS[preset]
     with _reading(preset) as datasets:
-        ds = datasets.load_dataset(path, config, split=split, streaming=True)
+        ds = datasets.load_dataset(path, config, split=split, streaming=not datasets.config.HF_HUB_OFFLINE)
         if shuffle:
-            ds = ds.shuffle(seed=seed, buffer_size=10_000)
+            ds = ds.shuffle(seed=seed, **({"buffer_size": 10_000} if isinstance(ds, datasets.IterableDataset) else {}))
         rows = iter(ds)  # one iterator throughout: a streaming dataset iterated again starts over
         first = next(rows, None)
 
@@ -81,13 +82,17 @@ def _reading(preset: str):
         import datasets
     except ImportError:
         raise CondenseError(f"corpus preset {preset!r} needs `pip install datasets` (or use --corpus builtin)") from None
+    if not datasets.config.HF_HUB_OFFLINE and not hub.reachable():  # else datasets retries for a minute
+        raise CondenseError(f"cannot read corpus preset {preset!r}: the hub at {hub.endpoint()} does not answer "
+                            "(check HF_ENDPOINT, the network or a proxy); with HF_HUB_OFFLINE=1 a copy in the "
+                            f"datasets cache is used; {_INSTEAD}")
     what = f"dataset {path!r}"
     bars_off = datasets.utils.are_progress_bars_disabled()
     verbosity = datasets.logging.get_verbosity()
     datasets.disable_progress_bars()
     datasets.logging.set_verbosity_error()
     try:
-        with hub.hub_calls(what):
+        with hub.hub_calls(what, datasets.config.HF_DATASETS_CACHE):
             yield datasets
     except CondenseError as err:
         raise CondenseError(f"cannot read corpus preset {preset!r}: {err}; {_INSTEAD}") from None
