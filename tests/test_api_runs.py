@@ -31,10 +31,17 @@ def test_same_options_match_and_omitted_ones_equal_their_defaults(manifests, tin
 
 
 @pytest.mark.parametrize("change", [{"num_seqs": 3}, {"layers": "last"}, {"aggregate": "paper"}, {"center": "sequence"},
-                                    {"corpus": "other.txt"}, {"revision": "v2"}, {"init": "random"},
+                                    {"corpus": "other.txt"}, {"revision": "v2"}, {"init": "random"}, {"sampler": "paper"},
                                     {"dtype": "bfloat16"}, {"exclude_first_token": True}])
 def test_any_setting_that_changes_the_numbers_differs(manifests, tiny_gpt2, change):
     assert not same_run(manifest(manifests["pretrained"]), str(tiny_gpt2), **{**SMALL, **change})
+
+
+def test_a_setting_added_since_a_run_counts_as_its_default(manifests, tiny_gpt2):
+    run = manifest(manifests["pretrained"])
+    del run["settings"]["sampler"]  # a run.json written before --sampler existed: the sequential sampler
+    assert same_run(run, str(tiny_gpt2), **SMALL) and same_run(run, str(tiny_gpt2), sampler="sequential", **SMALL)
+    assert not same_run(run, str(tiny_gpt2), sampler="paper", **SMALL)
 
 
 def test_model_is_compared_as_given(manifests, tiny_gpt2):
