@@ -90,3 +90,19 @@ def test_a_run_of_a_model_in_memory_is_never_reused(manifests, tiny_gpt2):
     # the same manifest, as a probe of a model object would record it (the object may have been trained since)
     run = {**manifest(manifests["pretrained"]), "source": "memory"}
     assert not same_run(run, str(tiny_gpt2), **SMALL)
+
+
+def test_rerun_loads_the_commit_the_run_loaded(manifests, tiny_gpt2, monkeypatch, tmp_path):
+    import shutil
+
+    import condense.api as api
+
+    folder = shutil.copytree(manifests["pretrained"], tmp_path / "hub-run")
+    run = manifest(folder)
+    run.update(model="org/model", commit="a" * 40, load_options={**run["load_options"], "revision": "main"})
+    (folder / "run.json").write_text(json.dumps(run))
+    asked = {}
+    monkeypatch.setattr(api, "probe_to_folder", lambda model, out, **options: asked.update(model=model, **options))
+    api.rerun(folder, tmp_path / "again")
+    assert asked["model"] == "org/model" and asked["revision"] == "a" * 40  # not "main", which may have moved
+    assert {k: asked[k] for k in run["settings"]} == run["settings"]
