@@ -136,14 +136,14 @@ def test_a_second_run_downloads_nothing_and_offline_works_from_the_cache(online,
     ("no sha", r"revision '0{40}': no such revision"),
     ("gated", r"model 'acme/gated' is gated on http://127\.0\.0\.1:\d+: request access on its page, then log in"),
     ("500", r"answered HTTP 500 to HEAD /flaky/five-hundred/resolve/[0-9a-f]{40}/model\.safetensors: it is down"),
-    ("dropped", r"connection to the hub at http://127\.0\.0\.1:\d+ broke while downloading model 'flaky/dropped'.*"
-                r"run the command again to resume"),
+    ("dropped", (r"connection to the hub at http://127\.0\.0\.1:\d+ broke while downloading model 'flaky/dropped'.*"
+                 r"run the command again to resume")),
 ])
 def test_hub_failures_are_one_line_exit_2_without_retries(online, case, pattern):
     result = online[case]
     assert re.search(pattern, error_line(result)), result["stderr"]
     assert result["seconds"] < 15, result["seconds"]  # huggingface_hub's back-off alone would take 23 s
-    assert not list((online["work"]).glob(f"x*/run.json"))
+    assert not list(online["work"].glob("x*/run.json"))
     weights = [(m, r) for m, p, r in result["requests"] if p.endswith("model.safetensors")]
     if case == "500":  # asked once: no back-off
         assert weights == [("HEAD", None)], weights

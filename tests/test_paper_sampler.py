@@ -17,7 +17,7 @@ from condense.probing.sampling import count_words, paper_sequences, paper_stretc
 from tests.hub_fixtures import corpus_tables, tiny_tokenizer
 
 nltk = pytest.importorskip("nltk")
-from tests.authors_sampler import get_random_long_text, nltk_word_tokenize  # noqa: E402  (needs nltk)
+from tests.authors_sampler import get_random_long_text, nltk_word_tokenize  # needs nltk
 
 
 def authors_ids(tokenizer, rows, n, key="text", **kwargs):

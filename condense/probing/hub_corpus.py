@@ -39,7 +39,7 @@ class HubRows(Sequence[str]):
     def __len__(self) -> int:
         return len(self._dataset)
 
-    def __getitem__(self, i):  # noqa: ANN001  (int or slice, as Sequence allows)
+    def __getitem__(self, i):  # an int or a slice, as Sequence allows
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
         return str(self._dataset[i][self._field])
