@@ -3,11 +3,8 @@
 ``locate_alias(alias)`` returns the checkpoint of an installed alias, assembling it on first use:
 the part files are concatenated in order into a temporary folder beside the target, the
 result's size and sha256 are checked against the alias's table (and a zip is extracted and its
-weights file's size checked), and only then is the folder renamed into place, so a folder under
-the final name is always complete. An interrupted or failed assembly leaves only a
-``.<alias>.partial-*`` folder, which the next assembly removes. A file lock (``filelock``, the
-lock the Hugging Face hub client uses for its own cache) makes a second process wait for the
-first instead of assembling the same bytes again.
+weights file's size checked), and only then is the folder renamed into place: once, by one
+process at a time, never half-built under its final name (:func:`condense.models.cache_folders.build_once`).
 
 The cache is ``$CONDENSE_CACHE/models/<alias>/``, default ``~/.cache/condense/models/<alias>/``.
 """
@@ -16,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +21,11 @@ from typing import Any
 
 from condense.errors import CondenseError
 from condense.models.aliases import Alias, Part, alias_location, install_command
+from condense.models.cache_folders import CACHE_ENV, build_once, cache_dir
 
 __all__ = ["CACHE_ENV", "PartStatus", "cache_dir", "assembled_folder", "part_status", "is_assembled",
            "assemble", "locate_alias", "alias_report"]
 
-CACHE_ENV = "CONDENSE_CACHE"
 _BLOCK = 8 << 20
 
 
@@ -42,11 +37,6 @@ class PartStatus:
     part: Part
     state: str
     file: Path | None
-
-
-def cache_dir() -> Path:
-    """``$CONDENSE_CACHE``, or ``~/.cache/condense`` when unset."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "condense").expanduser()
 
 
 def assembled_folder(alias: Alias) -> Path:
@@ -109,39 +99,9 @@ def assemble(alias: Alias) -> Path:
     statuses = part_status(alias)
     if any(s.state != "ok" for s in statuses):
         raise _missing_error(alias, statuses)
-    from filelock import FileLock
-
     final = assembled_folder(alias)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(final.parent / f".{alias.name}.lock"))
-        lock.acquire()
-    except OSError as err:
-        raise CondenseError(f"cannot write the model cache {str(final.parent)!r} ({err.strerror}); "
-                            f"set {CACHE_ENV} to a writable folder") from None
-    try:
-        if is_assembled(alias):  # another process finished it while this one waited
-            return final
-        for stale in final.parent.glob(f".{alias.name}.partial-*"):  # left by a killed assembler
-            shutil.rmtree(stale, ignore_errors=True)
-        _check_space(alias, final.parent)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{alias.name}.partial-", dir=final.parent))
-        try:
-            _build(alias, [s.file for s in statuses], tmp)
-            tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
-            if final.exists():  # an incomplete folder from an older layout or a damaged cache
-                old = Path(tempfile.mkdtemp(prefix=f".{alias.name}.old-", dir=final.parent))
-                os.replace(final, old / "x")
-                shutil.rmtree(old, ignore_errors=True)
-            os.replace(tmp, final)
-        except OSError as err:
-            raise CondenseError(f"cannot assemble {alias.name!r} in {str(final.parent)!r} ({err.strerror}); "
-                                f"free space there or set {CACHE_ENV} to another folder") from None
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        lock.release()
+    build_once(final, lambda tmp: _build(alias, [s.file for s in statuses], tmp), lambda: is_assembled(alias),
+               f"assemble {alias.name!r}", before=lambda: _check_space(alias, final.parent))
     return final
 
 
