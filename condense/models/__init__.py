@@ -21,12 +21,14 @@ from condense.models.assembly import (
     assemble,
     assembled_folder,
     cache_dir,
+    cache_usage,
+    clear_cache,
     is_assembled,
     locate_alias,
     part_status,
 )
 from condense.models.checkpoints import check_config_json, check_weights, read_gguf_facts
-from condense.models.gguf_cache import ConvertedGguf, convert_gguf
+from condense.models.gguf_cache import ConvertedGguf, convert_gguf, converted_files_folder
 
 if TYPE_CHECKING:  # imported on first use: they need torch
     from condense.models.loading import (LoadedModel, checkpoint_facts, converted_gguf, hub_reachable, load_config,
@@ -39,7 +41,8 @@ __all__ = ["Alias", "Part", "ALIASES", "ALIAS_HINT", "alias_location", "install_
            "read_gguf_facts", "check_config_json", "check_weights", "LoadedModel", "load_model", "resolve_source",
            "checkpoint_facts", "load_config", "load_tokenizer", "resolve_device", "resolve_dtype", "hub_reachable",
            "shipped_configs", "first_line", "from_memory", "probing_mode", "unwrap_model", "check_tokenizer",
-           "model_facts", "convert_gguf", "ConvertedGguf", "converted_gguf"]
+           "model_facts", "convert_gguf", "ConvertedGguf", "converted_gguf", "cache_usage", "clear_cache",
+           "converted_files_folder"]
 
 lazy_exports(__name__, {
     "condense.models.loading": ("LoadedModel", "checkpoint_facts", "converted_gguf", "hub_reachable", "load_config",

@@ -21,10 +21,11 @@ from typing import Any
 
 from condense.errors import CondenseError
 from condense.models.aliases import Alias, Part, alias_location, install_command
-from condense.models.cache_folders import CACHE_ENV, build_once, cache_dir
+from condense.models.cache_folders import CACHE_ENV, build_once, cache_dir, folder_bytes, remove_folder
+from condense.models.gguf_cache import converted_alias_folder, converted_root
 
 __all__ = ["CACHE_ENV", "PartStatus", "cache_dir", "assembled_folder", "part_status", "is_assembled",
-           "assemble", "locate_alias", "alias_report"]
+           "assemble", "locate_alias", "alias_report", "cache_usage", "clear_cache"]
 
 _BLOCK = 8 << 20
 
@@ -199,8 +200,28 @@ def alias_report(alias: Alias) -> dict[str, Any]:
         "assembled": assembled, "path": where, "size_bytes": alias.weights_size or alias.size,
         "model_type": alias.model_type, "architecture": alias.architecture, "layers": alias.layers,
         "hidden_size": alias.hidden_size, "quantization": alias.quantization, "hub_fallback": alias.hub_id,
-        "packages": alias.requirements, "get": todo,
+        "packages": alias.requirements, "get": todo, **cache_usage(alias),
     }
+
+
+def cache_usage(alias: Alias) -> dict[str, int]:
+    """Bytes the cache holds for ``alias``: its assembled checkpoint and its converted GGUF weights."""
+    assembled = folder_bytes(assembled_folder(alias))
+    converted = folder_bytes(converted_alias_folder(alias.name))
+    return {"cache_bytes": assembled + converted, "assembled_bytes": assembled, "converted_bytes": converted}
+
+
+def clear_cache(alias: Alias | None = None) -> int:
+    """Remove what the cache holds for ``alias`` (None: for every alias, and every converted GGUF file);
+    the bytes freed. Whatever is removed is assembled or converted again on its next use."""
+    folders = ([assembled_folder(alias), converted_alias_folder(alias.name)] if alias
+               else [cache_dir() / "models", converted_root()])
+    freed = 0
+    for folder in folders:
+        if folder.exists():
+            freed += folder_bytes(folder)
+            remove_folder(folder)
+    return freed
 
 
 def _installed(requirement: str) -> bool:

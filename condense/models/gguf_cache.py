@@ -223,15 +223,17 @@ def _convert(path: Path, dtype: str, tmp: Path) -> tuple[str, str]:
 
 @contextlib.contextmanager
 def quiet_gguf_loading() -> Iterator[None]:
-    """GGUF de-quantisation draws a bare tqdm bar that ignores transformers' progress-bar switch."""
-    try:
-        from transformers import modeling_gguf_pytorch_utils as gguf_utils
-    except ImportError:
-        yield
-        return
-    original = gguf_utils.tqdm
+    """No progress bars while converting: transformers' own, and the bare tqdm bar of GGUF
+    de-quantisation, which ignores transformers' switch."""
+    from transformers import modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging
+
+    original, bars_were_off = gguf_utils.tqdm, logging.is_progress_bar_enabled() is False
     gguf_utils.tqdm = functools.partial(original, disable=True)
+    logging.disable_progress_bar()
     try:
         yield
     finally:
         gguf_utils.tqdm = original
+        if not bars_were_off:
+            logging.enable_progress_bar()
