@@ -22,8 +22,9 @@ def byte_symbols() -> list[str]:
 
 
 def write_tiny_llama_gguf(path: Path, seed: int = 0, name: str | None = "Tiny Llama", hidden: int = 32,
-                          layers: int = 2, ffn: int = 64, heads: int = 4, kv_heads: int = 2) -> Path:
-    """Write a random-weight llama GGUF to ``path`` (``seed`` draws the weights)."""
+                          layers: int = 2, ffn: int = 64, heads: int = 4, kv_heads: int = 2, tied: bool = True) -> Path:
+    """Write a random-weight llama GGUF to ``path`` (``seed`` draws the weights; ``tied=False`` adds an
+    LM head of its own, ``output.weight``)."""
     import gguf
 
     rng = np.random.default_rng(seed)
@@ -70,6 +71,8 @@ def write_tiny_llama_gguf(path: Path, seed: int = 0, name: str | None = "Tiny Ll
         tensor(f"blk.{i}.ffn_up.weight", ffn, hidden)
         tensor(f"blk.{i}.ffn_down.weight", hidden, ffn)
     tensor("output_norm.weight", hidden)
+    if not tied:
+        tensor("output.weight", len(tokens), hidden)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

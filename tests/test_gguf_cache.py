@@ -111,6 +111,23 @@ def test_the_cache_holds_what_transformers_makes_of_the_gguf(cache, tiny):
     assert len(direct_tok) == len(cached.tokenizer) and direct_tok.eos_token == cached.tokenizer.eos_token
 
 
+@pytest.mark.parametrize("tied", [True, False])
+def test_training_loads_the_causal_lm_of_the_gguf_from_the_cache(cache, tmp_path, tied):
+    from transformers import AutoModelForCausalLM
+
+    from condense.training.model import load_causal_lm, resolve_causal_source
+
+    path = write_tiny_llama_gguf(tmp_path / "lm.gguf", tied=tied)
+    direct = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=path.name, dtype=torch.float32)
+    loaded = load_causal_lm(resolve_causal_source(str(path)), torch.device("cpu"))
+    assert Path(loaded.info["gguf_cache"]).parent == converted_files_folder()
+    assert loaded.info["resolved"] == str(path) and loaded.model.training
+    want, got = direct.state_dict(), loaded.model.state_dict()
+    assert set(want) == set(got) and all(torch.equal(want[k], got[k]) for k in want)
+    head, embeddings = loaded.model.lm_head.weight, loaded.model.get_input_embeddings().weight
+    assert (head.data_ptr() == embeddings.data_ptr()) == tied  # tied stays tied, an own head stays its own
+
+
 def test_a_probe_through_the_cache_writes_the_same_layers_csv_as_one_of_the_gguf(cache, tiny, tmp_path):
     from transformers import AutoModel, AutoTokenizer
 

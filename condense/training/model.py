@@ -2,8 +2,8 @@
 
 The probe's loader returns the base model; training needs ``AutoModelForCausalLM``. Source
 resolution, configs (shipped random-init configs included), tokenizers and devices are shared
-with :mod:`condense.models`. GGUF checkpoints are unpacked into plain float32 weights,
-so the model trains and ``save_pretrained`` works.
+with :mod:`condense.models`. GGUF checkpoints load as their float32 conversion from the cache
+(:mod:`condense.models.gguf_cache`), plain weights, so the model trains and ``save_pretrained`` works.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from condense.errors import CondenseError
 from condense.models import (
     ALIAS_HINT,
     LoadedModel,
+    converted_gguf,
     first_line,
     hub_reachable,
     load_config,
@@ -32,7 +33,8 @@ __all__ = ["CausalSource", "resolve_causal_source", "load_causal_lm", "probe_vie
 class CausalSource:
     """A model resolved up to (not including) its weights: config and tokenizer are loaded.
 
-    ``kwargs`` are the ``from_pretrained`` arguments (``gguf_file``, ``trust_remote_code``).
+    ``kwargs`` are the ``from_pretrained`` arguments of ``weights``, the folder or hub id the weights
+    load from: ``source`` itself, or for a GGUF file its float32 conversion in the cache.
     """
 
     name: str
@@ -45,6 +47,7 @@ class CausalSource:
     tokenizer: Any
     tokenizer_note: str
     kwargs: dict[str, Any]
+    weights: str
 
 
 def resolve_causal_source(name: str, init: str = "pretrained", trust_remote_code: bool = False) -> CausalSource:
@@ -62,11 +65,18 @@ def resolve_causal_source(name: str, init: str = "pretrained", trust_remote_code
         kwargs["gguf_file"] = gguf
     if not os.path.exists(source) and not hub_reachable():
         kwargs["local_files_only"] = True  # fail in a second from the cache, not after a minute of retries
-    config, config_note = load_config(name, source, kwargs, init)
+    weights = source
+    if gguf and init == "pretrained":  # parsed and dequantised once, ever: the cache's float32 conversion
+        weights, kwargs = str(converted_gguf(name, source, gguf, kwargs, torch.float32).folder), {
+            "trust_remote_code": trust_remote_code}
+    config, config_note = load_config(name, weights, kwargs, init)
     if not hasattr(config, "num_hidden_layers") or getattr(config, "is_encoder_decoder", False):
         raise CondenseError(f"{name!r} ({config.model_type}) is not a decoder-only causal LM; finetune needs one")
-    tokenizer, tokenizer_note = load_tokenizer(source, kwargs, init)
-    return CausalSource(name, source, gguf, hub_id, init, config, config_note, tokenizer, tokenizer_note, kwargs)
+    tokenizer, tokenizer_note = load_tokenizer(weights, kwargs, init)
+    if weights != source:
+        config_note = tokenizer_note = source
+    return CausalSource(name, source, gguf, hub_id, init, config, config_note, tokenizer, tokenizer_note, kwargs,
+                        weights)
 
 
 def load_causal_lm(src: CausalSource, device: torch.device, seed: int = 0) -> LoadedModel:
@@ -75,19 +85,14 @@ def load_causal_lm(src: CausalSource, device: torch.device, seed: int = 0) -> Lo
     ``src.init == "random"`` builds the architecture with weights drawn after
     ``torch.manual_seed(seed)``. ``info`` holds the facts a probe's run.json records.
     """
-    from transformers import AutoModelForCausalLM, GgufConfig
+    from transformers import AutoModelForCausalLM
 
     try:
         if src.init == "random":
             torch.manual_seed(seed)
             model = AutoModelForCausalLM.from_config(src.config, trust_remote_code=src.kwargs["trust_remote_code"])
-        else:
-            extra: dict[str, Any] = {}
-            if src.gguf:  # unpacked, not kept in GGUF blocks: packed weights neither train nor save
-                extra["quantization_config"] = GgufConfig(gguf_file=src.gguf, dequantize=True)
-            model = AutoModelForCausalLM.from_pretrained(
-                src.source, config=src.config, dtype=torch.float32, **src.kwargs, **extra
-            )
+        else:  # a GGUF's weights come unpacked from the cache: packed weights neither train nor save
+            model = AutoModelForCausalLM.from_pretrained(src.weights, config=src.config, dtype=torch.float32, **src.kwargs)
     except (OSError, ValueError) as err:
         raise CondenseError(
             f"cannot load {src.name!r} as a causal LM ({first_line(err)}){ALIAS_HINT}"
@@ -98,6 +103,7 @@ def load_causal_lm(src: CausalSource, device: torch.device, seed: int = 0) -> Lo
     info = {
         "model": src.name,
         "resolved": src.source if not src.gguf else os.path.join(src.source, src.gguf),
+        "gguf_cache": src.weights if src.weights != src.source else None,
         "hub_id": src.hub_id,
         "revision": None,
         "init": src.init,
