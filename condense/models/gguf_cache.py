@@ -141,8 +141,7 @@ def convert_gguf(path: str | Path, dtype: str = "float32", alias: str | None = N
     written (one line; nothing that looks complete is left behind).
     """
     path = Path(path).resolve()
-    facts = read_gguf_facts(path)  # a cut or foreign file is named here
-    identity = file_identity(path, sha256)
+    identity = file_identity(path, sha256)  # an alias's: no read of the file at all
     folder = entry_folder(path, dtype, identity, alias)
 
     def build(tmp: Path) -> None:
@@ -150,11 +149,12 @@ def convert_gguf(path: str | Path, dtype: str = "float32", alias: str | None = N
         model_class, produced = _convert(path, dtype, tmp)
         record = {"format": FORMAT, "gguf": str(path), "alias": alias, "identity": identity,
                   "software": _software(), "requested_dtype": dtype, "dtype": produced,
-                  "model_class": model_class, "facts": facts, "seconds": round(time.perf_counter() - start, 2)}
+                  "model_class": model_class, "facts": read_gguf_facts(path),
+                  "seconds": round(time.perf_counter() - start, 2)}
         (tmp / FACTS_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
     made = build_once(folder, build, lambda: _is_complete(folder), f"convert {path.name!r}",
-                      before=lambda: _check_space(path, facts, dtype, folder.parent))
+                      before=lambda: _check_space(path, read_gguf_facts(path), dtype, folder.parent))
     if made and alias:
         _remove_other_entries(folder)
     record = json.loads((folder / FACTS_FILE).read_text())
