@@ -79,6 +79,7 @@ def test_the_first_load_converts_and_later_loads_read_the_cache(cache, tiny, mon
     assert folder.parent == cache / "converted" / "files" and folder.name.startswith("tiny-float32-")
     assert {"config.json", "gguf.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"} <= {
         p.name for p in folder.iterdir()}
+    assert all(p.stat().st_mode & 0o777 == 0o644 for p in folder.iterdir())  # readable in a shared cache
     record = json.loads((folder / "gguf.json").read_text())
     assert record["dtype"] == "float32" and record["facts"] == read_gguf_facts(tiny)
     with monkeypatch.context() as patch:

@@ -54,7 +54,9 @@ def build_once(final: Path, build: Callable[[Path], None], is_complete: Callable
         tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.partial-", dir=parent))
         try:
             build(tmp)
-            tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
+            tmp.chmod(0o755)  # mkdtemp's 0700 (and a writer's 0600) would hide a shared cache from other users
+            for file in tmp.rglob("*"):
+                file.chmod(0o755 if file.is_dir() else 0o644)
             if final.exists():  # an incomplete folder from an older layout or a damaged cache
                 remove_folder(final)
             os.replace(tmp, final)
