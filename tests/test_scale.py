@@ -1,7 +1,6 @@
 """--batch-size auto backs off on out-of-memory; --device-map spreads a model and keeps the numbers."""
 
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -97,33 +96,54 @@ def test_out_of_memory_in_a_worker_repeats_the_batches_not_yet_counted(tiny_gpt2
 
 def test_an_error_in_the_next_forward_pass_leaves_no_worker_job_running(tiny_gpt2, docs_jsonl, monkeypatch):
     """The workers are still measuring batch 1 when batch 2's forward pass fails: the probe raises only
-    after every job that started has finished (the rest are cancelled), so none outlives the call."""
+    after every job that started has finished (the rest are cancelled), so none outlives the call.
+
+    No timing decides the outcome: batch 2's read fails only once a worker job has started, and every
+    worker job holds until the probe has returned (or HOLD seconds pass, which is how a correct probe,
+    waiting for its jobs, gets past them); each records whether the probe had returned by its end."""
+    from condense.metrics.spectrum import worker_pool
     from condense.metrics.streaming import PooledCosineAccumulator
 
     real_read, real_measure = HiddenStateReader.read, PooledCosineAccumulator.measure
-    reads, started, finished = [], [], []
+    reads, started, ended_after_return = [], [], []
+    a_job_started, probe_returned = threading.Event(), threading.Event()
 
     def read(self, ids, attention, layers, consume):
         reads.append(ids.shape[0])
         if len(reads) == 2:
+            assert a_job_started.wait(60), "no worker job of batch 1 started"
             raise RuntimeError("shape mismatch")
         return real_read(self, ids, attention, layers, consume)
 
     def measure(unit, mask, keep=0):
-        in_worker = threading.current_thread().name.startswith("condense-worker")
-        if in_worker:
-            started.append(1)
-            time.sleep(0.2)
+        if not threading.current_thread().name.startswith("condense-worker"):
+            return real_measure(unit, mask, keep)
+        started.append(1)
+        a_job_started.set()
+        probe_returned.wait(HOLD)
         result = real_measure(unit, mask, keep)
-        if in_worker:
-            finished.append(1)
+        ended_after_return.append(probe_returned.is_set())
         return result
 
     monkeypatch.setattr(HiddenStateReader, "read", read)
     monkeypatch.setattr(PooledCosineAccumulator, "measure", staticmethod(measure))
     with pytest.raises(RuntimeError, match="shape mismatch"):
         condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), batch_size=2, device="cpu", **SMALL)
-    assert started and len(finished) == len(started)
+    probe_returned.set()
+    _drain(worker_pool())  # a job a broken probe left behind ends now, and records that it ended late
+    assert started and len(ended_after_return) == len(started)
+    assert not any(ended_after_return), "a worker job was still running when the probe raised"
+
+
+HOLD = 2.0  # seconds a worker job of the test above holds for the probe to return
+
+
+def _drain(pool) -> None:
+    """Wait until every job queued on ``pool`` so far has finished: one job per worker thread, each held
+    until all of them run at once, which needs every thread free of earlier jobs."""
+    everyone = threading.Barrier(pool.workers)
+    for job in [pool.executor.submit(everyone.wait, 60) for _ in range(pool.workers)]:
+        job.result()
 
 
 def test_fixed_batch_out_of_memory_is_one_clear_error(tiny_gpt2, docs_jsonl, oom_above_two):
