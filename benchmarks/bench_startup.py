@@ -16,8 +16,8 @@ Situations: ``idle`` (nothing else of ours running) and ``busy`` (beside ``bench
 a CPU-bound matmul loop); ``first`` is measured once, in the first situation. Bare and second
 alternate, ``--repeats`` times each; the tables give medians. Then ``python -c pass``, ``condense
 --help``, ``show``, ``models``, ``paper table``, ``probe --help`` (``--cli-repeats`` each), and with
-``--suite-before REF`` the whole test suite (``python -m pytest -q``) at REF (a temporary git
-worktree) and in this tree, each with an empty ``CONDENSE_CACHE``, then this tree once more with the
+``--suite-before REF`` the whole test suite (``python -m pytest -q``) at REF (``git archive`` of it
+in a temporary folder) and in this tree, each with an empty ``CONDENSE_CACHE``, then this tree once more with the
 cache it filled.
 
 The benchmark uses its own cache (``--condense-cache``, default ``~/.cache/condense-bench/startup``),
@@ -67,11 +67,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cli-repeats", type=int, default=5, help="runs of each light command (default 5)")
     p.add_argument("--neighbour-threads", type=int, default=2, help="torch threads of the busy neighbour (default 2)")
     p.add_argument("--suite-before", default=None, help="git ref of the 'before' test suite (default: no suite)")
+    p.add_argument("--parts", default="probes,cli,suite", help="what to measure (default probes,cli,suite; the "
+                   "suite only with --suite-before)")
     p.add_argument("--condense-cache", type=Path, default=DEFAULT_CACHE / "startup",
                    help=f"CONDENSE_CACHE of the children (default {DEFAULT_CACHE / 'startup'})")
     p.add_argument("--out", type=Path, default=HERE / "results_startup", help="writes OUT.md and OUT.csv")
     args = p.parse_args(argv)
     args.situations = [s for s in args.situations.split(",") if s]
+    args.parts = [s for s in args.parts.split(",") if s]
+    if set(args.parts) - {"probes", "cli", "suite"}:
+        p.error(f"unknown part in {args.parts}; use probes, cli, suite")
     if set(args.situations) - {"idle", "busy"}:
         p.error(f"unknown situation in {args.situations}; use idle, busy")
     return args
@@ -144,20 +149,16 @@ def suite_rows(args: argparse.Namespace, env: dict[str, str]) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="condense-suite-") as tmp:
         before = Path(tmp) / "before"
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(before), args.suite_before],
-                       check=True, capture_output=True)
-        try:
-            for label, tree, cache in (("before (cold cache)", before, "before"), ("after (cold cache)", ROOT, "after"),
-                                       ("after (warm cache)", ROOT, "after")):
-                child = {**env, "PYTHONPATH": str(tree), "CONDENSE_CACHE": str(Path(tmp) / cache),
-                         "HF_DATASETS_OFFLINE": "1"}
-                cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-                row = run_measured(cmd, child, tree)
-                summary = (row.pop("stdout").strip().splitlines() or [""])[-1]
-                print(f"  suite {label}: {row['wall_s']:.0f} s, {summary}", file=sys.stderr, flush=True)
-                rows.append({"kind": "suite", "command": label, "situation": "idle", "summary": summary, **row})
-        finally:
-            subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(before)], capture_output=True)
+        before.mkdir()
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.suite_before], check=True, capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(before)], input=archive.stdout, check=True)
+        for label, tree, cache in (("before (cold cache)", before, "before"), ("after (cold cache)", ROOT, "after"),
+                                   ("after (warm cache)", ROOT, "after")):
+            child = {**env, "PYTHONPATH": str(tree), "CONDENSE_CACHE": str(Path(tmp) / cache), "HF_DATASETS_OFFLINE": "1"}
+            row = run_measured([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], child, tree)
+            summary = (row.pop("stdout").strip().splitlines() or [""])[-1]
+            print(f"  suite {label}: {row['wall_s']:.0f} s, {summary}", file=sys.stderr, flush=True)
+            rows.append({"kind": "suite", "command": label, "situation": "idle", "summary": summary, **row})
     return rows
 
 
@@ -224,22 +225,28 @@ def main(argv: list[str] | None = None) -> None:
     os.environ["CONDENSE_CACHE"] = str(args.condense_cache)
     names = [n for n in args.aliases.split(",") if n] or installed_aliases()
     started = datetime.datetime.now().isoformat(timespec="minutes")
+    rows: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="condense-startup-") as tmp:
-        rows = probe_rows(args, env, names, Path(tmp))
-        rows += cli_rows(args, env, Path(tmp) / names[0])
-    rows += suite_rows(args, env) if args.suite_before else []
+        if "probes" in args.parts or "cli" in args.parts:  # show needs a run folder
+            rows += probe_rows(args, env, names if "probes" in args.parts else names[:1], Path(tmp))
+        if "cli" in args.parts:
+            rows += cli_rows(args, env, Path(tmp) / names[0])
+    rows += suite_rows(args, env) if args.suite_before and "suite" in args.parts else []
     import pandas as pd
 
     frame = pd.DataFrame(rows).assign(command_line=command, date=started, code=code_state())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out.with_suffix(".csv"), index=False)
     sections = [f"Measured {started} on {machine()}; code {code_state()}; load average (1 min) at the start of "
-                f"each measurement.\n\n`{command}`",
-                f"`condense probe ALIAS --num-seqs 1 --max-length {args.max_length}`, whole processes; medians of "
-                f"{args.repeats} (first: once):\n\n" + probe_table([r for r in rows if r["kind"] != "cli" and "alias" in r]),
-                f"Start-up of the light commands, idle, medians of {args.cli_repeats}:\n\n"
-                + cli_table([r for r in rows if r["kind"] == "cli"])]
-    if args.suite_before:
+                f"each measurement.\n\n`{command}`"]
+    if "probes" in args.parts:
+        sections.append(f"`condense probe ALIAS --num-seqs 1 --max-length {args.max_length}`, whole processes; "
+                        f"medians of {args.repeats} (first: once):\n\n"
+                        + probe_table([r for r in rows if r["kind"] != "cli" and "alias" in r]))
+    if "cli" in args.parts:
+        sections.append(f"Start-up of the light commands, idle, medians of {args.cli_repeats}:\n\n"
+                        + cli_table([r for r in rows if r["kind"] == "cli"]))
+    if args.suite_before and "suite" in args.parts:
         sections.append(f"The test suite (`python -m pytest -q`), before = {args.suite_before}, after = this tree:\n\n"
                         + suite_table([r for r in rows if r["kind"] == "suite"]))
     text = "\n\n".join(sections) + "\n"

@@ -309,12 +309,16 @@ def test_a_gguf_from_the_hub_cache_gets_the_same_conversion(cache, tiny, tmp_pat
     (repo / "refs").mkdir(parents=True)
     (repo / "refs" / "main").write_text(commit)
     (repo / "snapshots" / commit).mkdir(parents=True)
-    (repo / "snapshots" / commit / "tiny.gguf").write_bytes(tiny.read_bytes())
+    blob = repo / "blobs" / ("ab" * 32)
+    blob.parent.mkdir()
+    blob.write_bytes(tiny.read_bytes())
+    (repo / "snapshots" / commit / "tiny.gguf").symlink_to(blob)  # as the hub client lays its cache out
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     first = load_model("someorg/tiny-gguf/tiny.gguf")
     assert first.info["hub_id"] == "someorg/tiny-gguf" and first.info["quantization"] == "Q8_0"
     assert Path(first.info["gguf_cache"]).parent == converted_files_folder()
+    assert Path(first.info["gguf_cache"]).name.startswith("tiny-float32-")  # named after the file, not its blob
     with monkeypatch.context() as patch:
         forbid_gguf_parsing(patch)
         second = load_model("someorg/tiny-gguf/tiny.gguf")

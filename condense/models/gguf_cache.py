@@ -32,6 +32,7 @@ import gc
 import hashlib
 import importlib.metadata
 import json
+import os
 import re
 import shutil
 import time
@@ -140,7 +141,7 @@ def convert_gguf(path: str | Path, dtype: str = "float32", alias: str | None = N
     CondenseError when transformers cannot make a model of the file or the cache cannot be
     written (one line; nothing that looks complete is left behind).
     """
-    path = Path(path).resolve()
+    path = Path(os.path.abspath(path))  # not resolved: a hub snapshot's link keeps the file's name
     identity = file_identity(path, sha256)  # an alias's: no read of the file at all
     folder = entry_folder(path, dtype, identity, alias)
 
