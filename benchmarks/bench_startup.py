@@ -72,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--condense-cache", type=Path, default=DEFAULT_CACHE / "startup",
                    help=f"CONDENSE_CACHE of the children (default {DEFAULT_CACHE / 'startup'})")
     p.add_argument("--out", type=Path, default=HERE / "results_startup", help="writes OUT.md and OUT.csv")
+    p.add_argument("--report", action="store_true", help="measure nothing: write OUT.md again from OUT.csv")
     args = p.parse_args(argv)
     args.situations = [s for s in args.situations.split(",") if s]
     args.parts = [s for s in args.parts.split(",") if s]
@@ -172,9 +173,9 @@ def _num(value, digits: int = 2) -> str:
 
 
 def probe_table(rows: list[dict]) -> str:
-    lines = ["| alias | situation | load avg | first wall s | first peak MiB | bare wall s | second wall s | "
-             "**second - bare s** | bare peak MiB | second peak MiB | weights MiB | **second peak / weights** |",
-             "|" + "---|" * 12]
+    lines = ["| alias | situation | load avg | first wall s | first CPU s | first peak MiB | bare wall s | second wall s | "
+             "**second - bare s** | bare CPU s | second CPU s | bare peak MiB | second peak MiB | weights MiB | "
+             "**second peak / weights** |", "|" + "---|" * 15]
     for name in dict.fromkeys(r["alias"] for r in rows):
         for situation in dict.fromkeys(r["situation"] for r in rows if r["alias"] == name):
             sub = [r for r in rows if r["alias"] == name and r["situation"] == situation]
@@ -182,8 +183,10 @@ def probe_table(rows: list[dict]) -> str:
             bare, second = _median(sub, "wall_s", kind="bare"), _median(sub, "wall_s", kind="second")
             peak, weights = _median(sub, "peak_mb", kind="second"), sub[0]["weights_mb"]
             lines.append(f"| {name} | {situation} | {min(loads):.2f}-{max(loads):.2f} | "
-                         f"{_num(_median(sub, 'wall_s', kind='first'), 1)} | {_num(_median(sub, 'peak_mb', kind='first'), 0)} | "
-                         f"{_num(bare)} | {_num(second)} | **{_num(second - bare if bare and second else None)}** | "
+                         f"{_num(_median(sub, 'wall_s', kind='first'), 1)} | {_num(_median(sub, 'cpu_s', kind='first'), 1)} | "
+                         f"{_num(_median(sub, 'peak_mb', kind='first'), 0)} | {_num(bare)} | {_num(second)} | "
+                         f"**{_num(second - bare if bare and second else None)}** | "
+                         f"{_num(_median(sub, 'cpu_s', kind='bare'))} | {_num(_median(sub, 'cpu_s', kind='second'))} | "
                          f"{_num(_median(sub, 'peak_mb', kind='bare'), 0)} | {_num(peak, 0)} | {weights:.0f} | "
                          f"**{_num(peak / weights if peak and weights else None, 3)}** |")
     return "\n".join(lines) + (
@@ -220,6 +223,13 @@ def installed_aliases() -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.report:
+        import pandas as pd
+
+        frame = pd.read_csv(args.out.with_suffix(".csv"))
+        rows = [{k: v for k, v in r.items() if not (isinstance(v, float) and v != v)} for r in frame.to_dict("records")]
+        write_report(args, rows, frame["command_line"].iloc[0], frame["date"].iloc[0], frame["code"].iloc[0])
+        return
     command = shlex.join(["python", "benchmarks/bench_startup.py", *(sys.argv[1:] if argv is None else argv)])
     env = {**CHILD_ENV, "CONDENSE_CACHE": str(args.condense_cache), "PYTHONPATH": str(ROOT)}
     os.environ["CONDENSE_CACHE"] = str(args.condense_cache)
@@ -237,24 +247,27 @@ def main(argv: list[str] | None = None) -> None:
     frame = pd.DataFrame(rows).assign(command_line=command, date=started, code=code_state())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_csv(args.out.with_suffix(".csv"), index=False)
-    sections = [f"Measured {started} on {machine()}; code {code_state()}; load average (1 min) at the start of "
-                f"each measurement.\n\n`{command}`"]
-    if "probes" in args.parts:
+    write_report(args, rows, command, started, code_state())
+    failed = [r for r in rows if r.get("error")]
+    if failed:
+        sys.exit(f"{len(failed)} of {len(rows)} measurements failed (see {args.out.with_suffix('.csv')})")
+
+
+def write_report(args: argparse.Namespace, rows: list[dict], command: str, started: str, code: str) -> None:
+    kinds = {r["kind"] for r in rows}
+    sections = [f"Measured {started} on {machine()}; code {code}; load average (1 min) at the start of each "
+                f"measurement (`idle`: no neighbour of the benchmark's own; the machine may be shared).\n\n`{command}`"]
+    if kinds & {"first", "bare", "second"}:
         sections.append(f"`condense probe ALIAS --num-seqs 1 --max-length {args.max_length}`, whole processes; "
-                        f"medians of {args.repeats} (first: once):\n\n"
-                        + probe_table([r for r in rows if r["kind"] != "cli" and "alias" in r]))
-    if "cli" in args.parts:
-        sections.append(f"Start-up of the light commands, idle, medians of {args.cli_repeats}:\n\n"
-                        + cli_table([r for r in rows if r["kind"] == "cli"]))
-    if args.suite_before and "suite" in args.parts:
-        sections.append(f"The test suite (`python -m pytest -q`), before = {args.suite_before}, after = this tree:\n\n"
+                        f"medians (first: once):\n\n" + probe_table([r for r in rows if r["kind"] in ("first", "bare", "second")]))
+    if "cli" in kinds:
+        sections.append("Start-up of the light commands, idle, medians:\n\n" + cli_table([r for r in rows if r["kind"] == "cli"]))
+    if "suite" in kinds:
+        sections.append("The test suite (`python -m pytest -q`), before = `--suite-before`, after = this tree:\n\n"
                         + suite_table([r for r in rows if r["kind"] == "suite"]))
     text = "\n\n".join(sections) + "\n"
     args.out.with_suffix(".md").write_text(text)
     print(text)
-    failed = [r for r in rows if r.get("error")]
-    if failed:
-        sys.exit(f"{len(failed)} of {len(rows)} measurements failed (see {args.out.with_suffix('.csv')})")
 
 
 if __name__ == "__main__":
