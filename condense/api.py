@@ -129,7 +129,7 @@ def check_figure_path(out: str | Path) -> Path:
 def save_figure(fig, out: str | Path, dpi: int = 200) -> Path:
     """Save ``fig`` to ``out`` (format from the suffix) via a temporary file and a rename.
 
-    A full disk, quota or read-only file system raises one-line :class:`StorageError`; no
+    A full disk, quota or read-only file system raises one-line :class:`~condense.results.atomic.StorageError`; no
     partial file is left.
     """
     import matplotlib.pyplot as plt

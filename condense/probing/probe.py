@@ -42,7 +42,7 @@ BASELINE_KEYS = ("mean_cos", "std_cos", "q05_cos", "q95_cos", "mean_pair_angle_d
 
 @dataclass
 class ProbeSettings:
-    """Everything that decides a probe's numbers (recorded in run.json; see the README)."""
+    """Everything that decides a probe's numbers (recorded in run.json)."""
 
     layers: str = "all"
     corpus: str = "builtin"
@@ -96,8 +96,8 @@ def probe(model: str | os.PathLike | torch.nn.Module, *, tokenizer: Any = None, 
     :func:`condense.models.from_memory`): never copied or moved, in eval mode during the probe,
     its modules' training flags and the random generators restored afterwards; ``name`` labels it
     in run.json (default: its config's ``_name_or_path``). ``corpus`` is a corpus name or file
-    (see the README), or texts in memory: a list of strings, a ``datasets.Dataset`` (column
-    ``text_field``) or one of its columns, recorded as ``texts:<n>:sha256=<hash>``. Other keyword
+    (docs/guides/probe-models.md), or texts in memory: a list of strings, a ``datasets.Dataset``
+    (column ``text_field``) or one of its columns, recorded as ``texts:<n>:sha256=<hash>``. Other keyword
     settings are the fields of :class:`ProbeSettings` (``layers``, ``num_seqs``, ``max_length``,
     ``batch_size`` (an int or ``"auto"``), ``aggregate``, ...). Returns a ProbeResult; call
     ``.save(folder)`` to write it.

@@ -25,7 +25,7 @@ _FILES = ("layers.csv", "histograms.npz", "run.json")
 class ProbeResult:
     """One probe run.
 
-    layers: one row per selected hidden-state entry (columns documented in the README).
+    layers: one row per selected hidden-state entry (columns: docs/concepts/metrics.md).
     histograms: [n_layers, 128] density of pairwise cosine similarity on [-1, 1] (HIST_EDGES).
     trend: Spearman/Kendall of mean_cos vs layer, means over the last N layers, bootstrap CIs.
     run: the manifest written as run.json (model, settings, counts, token hash, versions).
