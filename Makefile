@@ -41,7 +41,10 @@ docs-serve: install-docs                # http://127.0.0.1:8000, rebuilt on ever
 notebooks: install-test                # run both notebooks with the real SmolLM2-135M, save their outputs
 	$(PY) notebooks/execute.py
 
-bench: install                          # CPU: idle, beside a busy process, memory (39 min on 2 idle cores)
+SUITE_BEFORE ?= 4263142                 # the last commit before the GGUF conversion cache (issue 20)
+
+bench: install                          # CPU: start-up and the suite before/after, then idle, busy, memory (39 min)
+	$(PY) benchmarks/bench_startup.py --suite-before $(SUITE_BEFORE)
 	$(PY) benchmarks/bench_probe.py
 
 figures: models

@@ -49,7 +49,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_CACHE, bench_jsonl  # noqa: E402
+from common import DEFAULT_CACHE, bench_jsonl, run_measured  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -106,24 +106,14 @@ def measure(kind: str, args: argparse.Namespace, corpus: Path, num_seqs: int, de
         else:
             cmd = [sys.executable, str(HERE / "probe_cli.py"), args.model, *common, "--out", f"{tmp}/run", "-q",
                    *shlex.split(args.probe_args)]
-        load = os.getloadavg()[0]
-        with open(f"{tmp}/stdout", "w+") as stdout, open(f"{tmp}/stderr", "w+") as stderr:
-            start = time.perf_counter()
-            proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env, cwd=ROOT)
-            _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not all children's
-            wall = time.perf_counter() - start
-            proc.returncode = os.waitstatus_to_exitcode(status)
-            stdout.seek(0), stderr.seek(0)
-            out, err = stdout.read(), stderr.read()
+        result = run_measured(cmd, env, ROOT)
     row = {"kind": kind, "device": device, "num_seqs": num_seqs, "max_length": args.max_length,
-           "wall_s": round(wall, 2), "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2)}
-    if proc.returncode != 0:
-        tail = (err.strip().splitlines() or ["no output"])[-1]
-        print(f"  FAILED {kind}: {tail}", file=sys.stderr)
-        return {**row, "error": tail}
-    facts = json.loads(out.strip().splitlines()[-1])
-    return {**row, "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "peak_mb": round(usage.ru_maxrss / 1024, 1),
-            "gpu_peak_mb": facts.get("gpu_peak_mb")}
+           "wall_s": round(result["wall_s"], 2), "load_before": result["load_before"], "load_after": result["load_after"]}
+    if result["error"]:
+        print(f"  FAILED {kind}: {result['error']}", file=sys.stderr)
+        return {**row, "error": result["error"]}
+    facts = json.loads(result["stdout"].strip().splitlines()[-1])
+    return {**row, "cpu_s": result["cpu_s"], "peak_mb": result["peak_mb"], "gpu_peak_mb": facts.get("gpu_peak_mb")}
 
 
 class Neighbour:

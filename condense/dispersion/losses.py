@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal, get_args
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["VARIANTS", "Variant", "DispersionLoss", "dispersion_loss"]
+from condense.dispersion.variants import VARIANTS, Variant
 
-Variant = Literal["angular_spread", "decorrelation", "l2_repel", "orthogonalization"]
-VARIANTS: tuple[str, ...] = get_args(Variant)
+__all__ = ["VARIANTS", "Variant", "DispersionLoss", "dispersion_loss"]
 
 # Floor on token norms: a zero vector normalises to zero instead of NaN.
 _NORM_EPS = 1e-8

@@ -3,11 +3,8 @@
 ``locate_alias(alias)`` returns the checkpoint of an installed alias, assembling it on first use:
 the part files are concatenated in order into a temporary folder beside the target, the
 result's size and sha256 are checked against the alias's table (and a zip is extracted and its
-weights file's size checked), and only then is the folder renamed into place, so a folder under
-the final name is always complete. An interrupted or failed assembly leaves only a
-``.<alias>.partial-*`` folder, which the next assembly removes. A file lock (``filelock``, the
-lock the Hugging Face hub client uses for its own cache) makes a second process wait for the
-first instead of assembling the same bytes again.
+weights file's size checked), and only then is the folder renamed into place: once, by one
+process at a time, never half-built under its final name (:func:`condense.models.cache_folders.build_once`).
 
 The cache is ``$CONDENSE_CACHE/models/<alias>/``, default ``~/.cache/condense/models/<alias>/``.
 """
@@ -16,9 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
-import os
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,11 +21,12 @@ from typing import Any
 
 from condense.errors import CondenseError
 from condense.models.aliases import Alias, Part, alias_location, install_command
+from condense.models.cache_folders import CACHE_ENV, build_once, cache_dir, folder_bytes, remove_folder
+from condense.models.gguf_cache import converted_alias_folder, converted_root
 
 __all__ = ["CACHE_ENV", "PartStatus", "cache_dir", "assembled_folder", "part_status", "is_assembled",
-           "assemble", "locate_alias", "alias_report"]
+           "assemble", "locate_alias", "alias_report", "cache_usage", "clear_cache"]
 
-CACHE_ENV = "CONDENSE_CACHE"
 _BLOCK = 8 << 20
 
 
@@ -42,11 +38,6 @@ class PartStatus:
     part: Part
     state: str
     file: Path | None
-
-
-def cache_dir() -> Path:
-    """``$CONDENSE_CACHE``, or ``~/.cache/condense`` when unset."""
-    return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "condense").expanduser()
 
 
 def assembled_folder(alias: Alias) -> Path:
@@ -109,39 +100,9 @@ def assemble(alias: Alias) -> Path:
     statuses = part_status(alias)
     if any(s.state != "ok" for s in statuses):
         raise _missing_error(alias, statuses)
-    from filelock import FileLock
-
     final = assembled_folder(alias)
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(final.parent / f".{alias.name}.lock"))
-        lock.acquire()
-    except OSError as err:
-        raise CondenseError(f"cannot write the model cache {str(final.parent)!r} ({err.strerror}); "
-                            f"set {CACHE_ENV} to a writable folder") from None
-    try:
-        if is_assembled(alias):  # another process finished it while this one waited
-            return final
-        for stale in final.parent.glob(f".{alias.name}.partial-*"):  # left by a killed assembler
-            shutil.rmtree(stale, ignore_errors=True)
-        _check_space(alias, final.parent)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{alias.name}.partial-", dir=final.parent))
-        try:
-            _build(alias, [s.file for s in statuses], tmp)
-            tmp.chmod(0o755)  # mkdtemp's 0700 would hide a shared cache from other users
-            if final.exists():  # an incomplete folder from an older layout or a damaged cache
-                old = Path(tempfile.mkdtemp(prefix=f".{alias.name}.old-", dir=final.parent))
-                os.replace(final, old / "x")
-                shutil.rmtree(old, ignore_errors=True)
-            os.replace(tmp, final)
-        except OSError as err:
-            raise CondenseError(f"cannot assemble {alias.name!r} in {str(final.parent)!r} ({err.strerror}); "
-                                f"free space there or set {CACHE_ENV} to another folder") from None
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-    finally:
-        lock.release()
+    build_once(final, lambda tmp: _build(alias, [s.file for s in statuses], tmp), lambda: is_assembled(alias),
+               f"assemble {alias.name!r}", before=lambda: _check_space(alias, final.parent))
     return final
 
 
@@ -239,8 +200,28 @@ def alias_report(alias: Alias) -> dict[str, Any]:
         "assembled": assembled, "path": where, "size_bytes": alias.weights_size or alias.size,
         "model_type": alias.model_type, "architecture": alias.architecture, "layers": alias.layers,
         "hidden_size": alias.hidden_size, "quantization": alias.quantization, "hub_fallback": alias.hub_id,
-        "packages": alias.requirements, "get": todo,
+        "packages": alias.requirements, "get": todo, **cache_usage(alias),
     }
+
+
+def cache_usage(alias: Alias) -> dict[str, int]:
+    """Bytes the cache holds for ``alias``: its assembled checkpoint and its converted GGUF weights."""
+    assembled = folder_bytes(assembled_folder(alias))
+    converted = folder_bytes(converted_alias_folder(alias.name))
+    return {"cache_bytes": assembled + converted, "assembled_bytes": assembled, "converted_bytes": converted}
+
+
+def clear_cache(alias: Alias | None = None) -> int:
+    """Remove what the cache holds for ``alias`` (None: for every alias, and every converted GGUF file);
+    the bytes freed. Whatever is removed is assembled or converted again on its next use."""
+    folders = ([assembled_folder(alias), converted_alias_folder(alias.name)] if alias
+               else [cache_dir() / "models", converted_root()])
+    freed = 0
+    for folder in folders:
+        if folder.exists():
+            freed += folder_bytes(folder)
+            remove_folder(folder)
+    return freed
 
 
 def _installed(requirement: str) -> bool:

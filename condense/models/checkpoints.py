@@ -2,8 +2,8 @@
 
 A found-but-broken checkpoint (config.json that is not JSON, a truncated or foreign .gguf, a
 folder with a config and no weights) gets a message about that file; "cannot find" stays for
-what is really absent. GGUF metadata (the checkpoint's own name, its quantisation) is read with
-the ``gguf`` package, the reader transformers itself uses for these files.
+what is really absent. GGUF metadata (the checkpoint's own name, its quantisation) is read from
+the file's header alone, with the ``gguf`` package's type tables.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from condense.errors import CondenseError
+from condense.models.gguf_header import read_gguf_header
 
 __all__ = ["GGUF_MAGIC", "WEIGHT_PATTERNS", "read_gguf_facts", "check_config_json", "check_weights",
            "checkpoint_name"]
@@ -32,8 +33,10 @@ def read_gguf_facts(path: str | Path) -> dict[str, Any]:
 
     Returns ``{"name": general.name or None, "architecture": general.architecture,
     "quantization": "Q4_K_M" (general.file_type without its MOSTLY_ prefix; without that key, the
-    commonest non-float tensor type), "tensor_types": {type: count}}``. Cached per (path, size,
-    modification time): reading the metadata of a 1 GB file costs seconds.
+    commonest non-float tensor type), "tensor_types": {type: count}, "parameters": elements of all
+    tensors, "header_bytes": where the tensor data starts}``. Only the header's scalar keys and tensor
+    table are read (:mod:`condense.models.gguf_header`), and the result is cached per (path, size,
+    modification time).
     """
     path = Path(path)
     try:
@@ -55,16 +58,12 @@ def _gguf_facts(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, Any], .
     except ImportError:
         raise CondenseError(f"reading {path!r} needs the gguf package: pip install 'condense[gguf]'") from None
     try:
-        reader = gguf.GGUFReader(path)
-    except Exception as err:  # a cut header or tensor data fails in many ways (IndexError, ValueError, ...)
+        header = read_gguf_header(path)
+    except Exception as err:  # a cut header or tensor data fails in many ways (struct.error, ValueError, ...)
         raise CondenseError(f"{path!r} is a truncated or corrupt GGUF file ({size} bytes; the GGUF reader "
                             f"stopped with {type(err).__name__}: {str(err)[:80]}); copy or assemble it again") from None
-
-    def field(key: str) -> Any:
-        found = reader.fields.get(key)
-        return found.contents() if found is not None else None
-
-    tensor_types = Counter(t.tensor_type.name for t in reader.tensors)
+    field = header.metadata.get
+    tensor_types = Counter(gguf.GGMLQuantizationType(t.ggml_type).name for t in header.tensors)
     file_type = field("general.file_type")
     try:
         quantization = gguf.LlamaFileType(int(file_type)).name.removeprefix("MOSTLY_").removeprefix("ALL_")
@@ -72,7 +71,8 @@ def _gguf_facts(path: str, size: int, mtime_ns: int) -> tuple[tuple[str, Any], .
         quantized = [name for name, _ in tensor_types.most_common() if name not in ("F32", "F16", "BF16")]
         quantization = quantized[0] if quantized else (tensor_types.most_common(1)[0][0] if tensor_types else None)
     return (("name", field("general.name")), ("architecture", field("general.architecture")),
-            ("quantization", quantization), ("tensor_types", dict(sorted(tensor_types.items()))))
+            ("quantization", quantization), ("tensor_types", dict(sorted(tensor_types.items()))),
+            ("parameters", sum(t.elements for t in header.tensors)), ("header_bytes", header.data_start))
 
 
 def check_config_json(folder: str | Path) -> dict[str, Any]:

@@ -21,13 +21,15 @@ from typing import Any
 import torch
 
 from condense import hub
-from condense.errors import CondenseError, CondenseWarning
+from condense.errors import CondenseError, CondenseWarning, first_line
 from condense.models.aliases import ALIAS_HINT, ALIASES, alias_location, install_command
 from condense.models.assembly import locate_alias
 from condense.models.checkpoints import check_config_json, check_weights, checkpoint_name, read_gguf_facts
+from condense.models.gguf_cache import ConvertedGguf, convert_gguf
 
-__all__ = ["LoadedModel", "load_model", "shipped_configs", "resolve_device", "resolve_dtype", "hub_reachable", "hub_revision",
-           "resolve_source", "checkpoint_facts", "load_config", "load_tokenizer", "first_line"]
+__all__ = ["LoadedModel", "load_model", "shipped_configs", "resolve_device", "resolve_dtype", "hub_reachable",
+           "hub_revision", "resolve_source", "checkpoint_facts", "load_config", "load_tokenizer", "first_line",
+           "converted_gguf"]
 
 
 _CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
@@ -119,9 +121,16 @@ def load_model(
     transformers.logging.set_verbosity_error()  # load reports and length warnings are noise here
     transformers.utils.logging.disable_progress_bar()
     calls = hub.hub_calls(what) if from_hub else contextlib.nullcontext()
-    with calls, _no_library_progress_bars():
-        config, config_note = load_config(name, source, kwargs, init)
-        tokenizer, tokenizer_source = load_tokenizer(source, kwargs, init)
+    with calls:
+        converted = converted_gguf(name, source, gguf, kwargs, torch_dtype) if gguf and init == "pretrained" else None
+        load_from, load_kwargs = (str(converted.folder), {"trust_remote_code": trust_remote_code}) if converted \
+            else (source, kwargs)
+        config, config_note = load_config(name, load_from, load_kwargs, init)
+        tokenizer, tokenizer_source = load_tokenizer(load_from, load_kwargs, init)
+    if converted:  # the checkpoint is the GGUF; the cache entry is where its conversion was read
+        config_note = tokenizer_source = source
+        if torch_dtype == "auto":
+            torch_dtype = getattr(torch, converted.dtype)
     if init == "random":
         torch.manual_seed(init_seed)
         if dev.type == "cuda":
@@ -136,8 +145,9 @@ def load_model(
             check_weights(source)
         try:
             placement = _placement(device_map, max_memory, offload_folder)
-            with (hub.hub_calls(what) if from_hub else contextlib.nullcontext()), _no_library_progress_bars():
-                model = AutoModel.from_pretrained(source, config=config, dtype=torch_dtype, **placement, **kwargs)
+            with hub.hub_calls(what) if from_hub and not converted else contextlib.nullcontext():
+                model = AutoModel.from_pretrained(load_from, config=config, dtype=torch_dtype, **placement,
+                                                  **load_kwargs)
         except (OSError, ValueError) as err:
             raise CondenseError(f"cannot load model weights from {source!r} ({first_line(err)}){ALIAS_HINT}") from None
     if device_map is None:
@@ -146,8 +156,9 @@ def load_model(
     n_layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
     info = {
         "model": name,
-        **checkpoint_facts(name, source, gguf, init),
+        **checkpoint_facts(name, source, gguf, init, converted.facts if converted else None),
         "resolved": source if not gguf else os.path.join(source, gguf),
+        "gguf_cache": str(converted.folder) if converted else None,
         "hub_id": hub_id,
         "revision": revision,
         "commit": commit,
@@ -219,6 +230,7 @@ def resolve_source(name: str) -> tuple[str, str | None, str | None]:
     to its hub id when the hub answers, else it is an error naming the install command. A local
     checkpoint that is there but broken (config.json not JSON, a truncated .gguf) is an error
     about that file. A local folder that shadows an alias or a shipped config gets a warning.
+    ``ORG/REPO/FILE.gguf`` (not a local path) names one GGUF file of a hub repository.
     """
     path = Path(name).expanduser()
     if name in ALIASES:
@@ -250,13 +262,17 @@ def resolve_source(name: str) -> tuple[str, str | None, str | None]:
             read_gguf_facts(ggufs[0])
             return str(path), ggufs[0].name, None
         raise CondenseError(f"{name!r} is a folder but not a checkpoint (no config.json or single .gguf file){ALIAS_HINT}")
+    if not path.exists() and name.count("/") > 1 and name.endswith(".gguf") and not name.startswith((".", "/", "~")):
+        org, repo, file = name.split("/", 2)  # ORG/REPO/FILE.gguf: one GGUF file of a hub repository
+        return f"{org}/{repo}", file, f"{org}/{repo}"
     if path.exists() or name.startswith((".", "/", "~")) or name.count("/") > 1:
         raise CondenseError(f"{name!r} is not a checkpoint folder, .gguf file or hub id{ALIAS_HINT}")
     return name, None, name
 
 
-def checkpoint_facts(name: str, source: str, gguf: str | None, init: str = "pretrained") -> dict[str, Any]:
-    """What run.json records about the checkpoint itself.
+def checkpoint_facts(name: str, source: str, gguf: str | None, init: str = "pretrained",
+                     gguf_facts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What run.json records about the checkpoint itself (``gguf_facts``: the GGUF's, when already read).
 
     ``label``: the alias, else the checkpoint's own name (GGUF ``general.name``, a hub-style
     ``_name_or_path`` in config.json, the file or folder name), else the hub id's last part;
@@ -264,7 +280,7 @@ def checkpoint_facts(name: str, source: str, gguf: str | None, init: str = "pret
     ``gguf_tensor_types``: {tensor type: count} of a GGUF file.
     """
     local = os.path.exists(source)
-    facts = read_gguf_facts(os.path.join(source, gguf)) if gguf and local else None
+    facts = gguf_facts or (read_gguf_facts(os.path.join(source, gguf)) if gguf and local else None)
     if name in ALIASES:
         label = name
     elif not local:
@@ -332,23 +348,20 @@ def load_tokenizer(source: str, kwargs: dict, init: str) -> tuple[Any, str]:
     )
 
 
-@contextlib.contextmanager
-def _no_library_progress_bars():
-    """GGUF de-quantisation draws a bare tqdm bar that ignores transformers' progress-bar switch."""
-    try:
-        from transformers import modeling_gguf_pytorch_utils as gguf_utils
-    except ImportError:
-        yield
-        return
-    original = gguf_utils.tqdm
-    gguf_utils.tqdm = functools.partial(original, disable=True)
-    try:
-        yield
-    finally:
-        gguf_utils.tqdm = original
+def converted_gguf(name: str, source: str, gguf: str, kwargs: dict, dtype: Any) -> ConvertedGguf:
+    """The conversion-cache entry of the GGUF ``gguf`` of ``source`` (a folder, or a hub id whose file is
+    downloaded first) in ``dtype`` (a torch dtype or ``"auto"``); converted on first use."""
+    if os.path.exists(source):
+        path = Path(source, gguf)
+    else:
+        from transformers.utils import cached_file
 
-
-def first_line(err: BaseException) -> str:
-    """The first line of an exception's message (at most 200 characters), for one-line errors."""
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:200]
+        try:
+            path = Path(cached_file(source, gguf, revision=kwargs.get("revision"),
+                                    local_files_only=kwargs.get("local_files_only", False)))
+        except OSError as err:
+            raise CondenseError(f"cannot find {gguf!r} of {source!r} locally or on the Hugging Face hub "
+                                f"({first_line(err)}){ALIAS_HINT}") from None
+    alias = ALIASES.get(name)  # resolve_source gives an alias's own file, or no GGUF at all
+    return convert_gguf(path, "auto" if dtype == "auto" else str(dtype).removeprefix("torch."),
+                        alias=alias.name if alias else None, sha256=alias.sha256 if alias else None)

@@ -19,13 +19,13 @@ from typing import Any
 import pandas as pd
 
 from condense.errors import CondenseError
+from condense.reproduce import DEFAULT_TOLERANCE
 from condense.reproduce.runs import FailedRun, FoundRun, canonical_model, collect_runs, run_hub_id, run_label
 from condense.reproduce.table import paper_table, read_table
 from condense.results import ProbeResult
 
 __all__ = ["CHECK_COLUMNS", "DEFAULT_TOLERANCE", "DEFAULT_DATASET", "STATUSES", "check_runs", "failing", "fairness_notes"]
 
-DEFAULT_TOLERANCE = 0.1
 DEFAULT_DATASET = "wikipedia"  # the paper's default corpus (WikiText-103)
 STATUSES = ("inside", "outside", "missing", "unmatched")
 CHECK_COLUMNS = ("id", "family", "size", "dataset", "paper_model", "run", "run_model", "proxy",

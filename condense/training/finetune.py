@@ -32,11 +32,9 @@ from condense.training.model import load_causal_lm, resolve_causal_source
 from condense.training.reporting import TrainingReporter, report_to_names
 from condense.training.resume import Checkpointer, run_key, work_folder
 from condense.training.run import FINETUNE_FORMAT, MARKER, FinetuneRun, atomic_output, check_out, load_finetune, probe_folder
-from condense.training.settings import FinetuneSettings
+from condense.training.settings import DEFAULT_CHECKPOINT_SECONDS, FinetuneSettings
 
-__all__ = ["finetune", "DEFAULT_CHECKPOINT_SECONDS"]
-
-DEFAULT_CHECKPOINT_SECONDS = 300.0
+__all__ = ["finetune"]
 
 
 def finetune(model: str, out: str | Path, *, baseline: str | Path | None = None, device: str = "auto",

@@ -2,8 +2,8 @@
 
 The probe's loader returns the base model; training needs ``AutoModelForCausalLM``. Source
 resolution, configs (shipped random-init configs included), tokenizers and devices are shared
-with :mod:`condense.models`. GGUF checkpoints are unpacked into plain float32 weights,
-so the model trains and ``save_pretrained`` works.
+with :mod:`condense.models`. GGUF checkpoints load as their float32 conversion from the cache
+(:mod:`condense.models.gguf_cache`), plain weights, so the model trains and ``save_pretrained`` works.
 """
 
 from __future__ import annotations
@@ -17,7 +17,16 @@ import torch
 
 from condense import hub
 from condense.errors import CondenseError
-from condense.models import ALIAS_HINT, LoadedModel, first_line, hub_revision, load_config, load_tokenizer, resolve_source
+from condense.models import (
+    ALIAS_HINT,
+    LoadedModel,
+    converted_gguf,
+    first_line,
+    hub_revision,
+    load_config,
+    load_tokenizer,
+    resolve_source,
+)
 
 __all__ = ["CausalSource", "resolve_causal_source", "load_causal_lm", "probe_view"]
 
@@ -26,8 +35,9 @@ __all__ = ["CausalSource", "resolve_causal_source", "load_causal_lm", "probe_vie
 class CausalSource:
     """A model resolved up to (not including) its weights: config and tokenizer are loaded.
 
-    ``kwargs`` are the ``from_pretrained`` arguments (``gguf_file``, ``trust_remote_code``, and
-    for a hub model ``revision``: the ``commit`` the asked ``revision`` resolved to).
+    ``kwargs`` are the ``from_pretrained`` arguments of ``weights``, the folder or hub id the weights
+    load from: ``source`` itself, or for a GGUF file its float32 conversion in the cache. For a hub
+    model they pin ``revision`` to the ``commit`` the asked ``revision`` resolved to.
     """
 
     name: str
@@ -40,12 +50,13 @@ class CausalSource:
     tokenizer: Any
     tokenizer_note: str
     kwargs: dict[str, Any]
+    weights: str = ""
     revision: str | None = None
     commit: str | None = None
 
     def hub_calls(self):
         """The hub's failures as one line while loading from it (a no-op for local checkpoints)."""
-        return contextlib.nullcontext() if os.path.exists(self.source) else hub.hub_calls(_what(self.name, self.revision))
+        return contextlib.nullcontext() if os.path.exists(self.weights) else hub.hub_calls(_what(self.name, self.revision))
 
 
 def _what(name: str, revision: str | None) -> str:
@@ -68,12 +79,17 @@ def resolve_causal_source(name: str, init: str = "pretrained", trust_remote_code
     if gguf:
         kwargs["gguf_file"] = gguf
     commit = None if os.path.exists(source) else hub_revision(source, revision, _what(name, revision), kwargs, init)
-    src = CausalSource(name, source, gguf, hub_id, init, None, "", None, "", kwargs, revision, commit)
+    src = CausalSource(name, source, gguf, hub_id, init, None, "", None, "", kwargs, source, revision, commit)
     with src.hub_calls():
-        src.config, src.config_note = load_config(name, source, kwargs, init)
+        if gguf and init == "pretrained":  # parsed and dequantised once, ever: the cache's float32 conversion
+            src.weights = str(converted_gguf(name, source, gguf, kwargs, torch.float32).folder)
+            src.kwargs = {"trust_remote_code": trust_remote_code}
+        src.config, src.config_note = load_config(name, src.weights, src.kwargs, init)
         if not hasattr(src.config, "num_hidden_layers") or getattr(src.config, "is_encoder_decoder", False):
             raise CondenseError(f"{name!r} ({src.config.model_type}) is not a decoder-only causal LM; finetune needs one")
-        src.tokenizer, src.tokenizer_note = load_tokenizer(source, kwargs, init)
+        src.tokenizer, src.tokenizer_note = load_tokenizer(src.weights, src.kwargs, init)
+    if src.weights != source:
+        src.config_note = src.tokenizer_note = source
     return src
 
 
@@ -83,20 +99,16 @@ def load_causal_lm(src: CausalSource, device: torch.device, seed: int = 0) -> Lo
     ``src.init == "random"`` builds the architecture with weights drawn after
     ``torch.manual_seed(seed)``. ``info`` holds the facts a probe's run.json records.
     """
-    from transformers import AutoModelForCausalLM, GgufConfig
+    from transformers import AutoModelForCausalLM
 
     try:
         if src.init == "random":
             torch.manual_seed(seed)
             model = AutoModelForCausalLM.from_config(src.config, trust_remote_code=src.kwargs["trust_remote_code"])
-        else:
-            extra: dict[str, Any] = {}
-            if src.gguf:  # unpacked, not kept in GGUF blocks: packed weights neither train nor save
-                extra["quantization_config"] = GgufConfig(gguf_file=src.gguf, dequantize=True)
+        else:  # a GGUF's weights come unpacked from the cache: packed weights neither train nor save
             with src.hub_calls():
-                model = AutoModelForCausalLM.from_pretrained(
-                    src.source, config=src.config, dtype=torch.float32, **src.kwargs, **extra
-                )
+                model = AutoModelForCausalLM.from_pretrained(src.weights, config=src.config, dtype=torch.float32,
+                                                             **src.kwargs)
     except (OSError, ValueError) as err:
         raise CondenseError(
             f"cannot load {src.name!r} as a causal LM ({first_line(err)}){ALIAS_HINT}"
@@ -107,6 +119,7 @@ def load_causal_lm(src: CausalSource, device: torch.device, seed: int = 0) -> Lo
     info = {
         "model": src.name,
         "resolved": src.source if not src.gguf else os.path.join(src.source, src.gguf),
+        "gguf_cache": src.weights if src.weights != src.source else None,
         "hub_id": src.hub_id,
         "revision": src.revision,
         "commit": src.commit,

@@ -9,10 +9,11 @@ from dataclasses import dataclass
 from condense.dispersion import VARIANTS
 from condense.errors import CondenseError
 
-__all__ = ["DISPERSIONS", "WHERE_HELP", "FinetuneSettings"]
+__all__ = ["DISPERSIONS", "WHERE_HELP", "DEFAULT_CHECKPOINT_SECONDS", "FinetuneSettings"]
 
 DISPERSIONS: tuple[str, ...] = ("none", *VARIANTS)
 WHERE_HELP = "all | last | early_half | late_half | block indices such as 0,3,5 (negative counts from the end)"
+DEFAULT_CHECKPOINT_SECONDS = 300.0  # between periodic checkpoints of a finetune run
 # Default peak learning rates: gentle for pretrained weights, larger from a random init.
 DEFAULT_LR = {"pretrained": 5e-5, "random": 5e-4}
 

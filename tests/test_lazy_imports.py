@@ -1,0 +1,84 @@
+"""Commands that need no model import no model library: ``condense --help``, ``show``, ``models`` and
+``paper table`` run without importing torch or transformers (checked in the command's own process)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import condense
+
+ROOT = Path(__file__).resolve().parents[1]
+HEAVY = ("torch", "transformers", "safetensors", "tokenizers", "scipy", "matplotlib")
+
+# runs the real entry point, then reports what the process imported
+SCRIPT = """
+import json, sys
+from condense.cli import main
+report, sys.argv = sys.argv[1], ["condense", *sys.argv[2:]]
+try:
+    main()
+    code = 0
+except SystemExit as stop:
+    code = stop.code or 0
+with open(report, "w") as f:
+    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+"""
+
+
+@pytest.fixture(scope="module")
+def run_folder(tiny_gpt2, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("lazy") / "run"
+    condense.probe(str(tiny_gpt2), num_seqs=2, max_length=16, quiet=True).save(folder, heatmap=False)
+    return folder
+
+
+def imports_of(args: list[str], tmp_path: Path) -> tuple[dict, str]:
+    report = tmp_path / "report.json"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    p = subprocess.run([sys.executable, "-c", SCRIPT, str(report), *args], capture_output=True, text=True,
+                       env=env, timeout=120)
+    assert p.returncode == 0, p.stderr
+    return json.loads(report.read_text()), p.stdout
+
+
+@pytest.mark.parametrize("args, shows", [
+    (["--help"], "Commands:"),
+    (["show", "RUN"], "mean_cos"),
+    (["models"], "smollm2-135m"),
+    (["models", "--json"], '"alias"'),
+    (["paper", "table"], "spearman"),
+])
+def test_light_commands_import_no_model_library(args, shows, run_folder, tmp_path):
+    report, out = imports_of([str(run_folder) if a == "RUN" else a for a in args], tmp_path)
+    assert report["code"] == 0 and shows in out
+    loaded = {m.split(".")[0] for m in report["modules"]}
+    assert loaded.isdisjoint(HEAVY), sorted(loaded & set(HEAVY))
+
+
+def test_importing_condense_imports_only_what_a_name_needs(tmp_path):
+    code = ("import json, sys, condense, condense.models, condense.training, condense.dispersion, condense.reproduce\n"
+            "before = sorted(sys.modules)\n"
+            "condense.training.finetune\n"
+            "print(json.dumps({'before': before, 'after': sorted(sys.modules),"
+            " 'finetune': type(condense.training.finetune).__name__}))")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.returncode == 0, p.stderr
+    found = json.loads(p.stdout)
+    assert {m.split(".")[0] for m in found["before"]}.isdisjoint({"torch", "transformers", "numpy", "pandas"})
+    assert "torch" in found["after"] and found["finetune"] == "function"  # first use imports it
+
+
+def test_a_submodule_named_like_an_export_does_not_hide_it():
+    import condense.training.finetune  # noqa: F401  (the submodule)
+    from condense.training import finetune
+
+    assert callable(finetune) and finetune.__module__ == "condense.training.finetune"
+    with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
+        condense.training.no_such_name  # noqa: B018
