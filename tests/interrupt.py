@@ -1,37 +1,35 @@
-"""Send a signal to a running `condense` command once a probe's progress bar has moved."""
+"""Send a signal to a running `condense` command once it has paused before a forward pass."""
 
 from __future__ import annotations
 
 import subprocess
-import sys
-import threading
+import tempfile
+from pathlib import Path
 
+from tests.paced import paced_argv, wait_for_marker
 from tests.test_cli import ENV
 
 __all__ = ["interrupt_when_probing"]
 
 
-def interrupt_when_probing(argv: list, sig) -> subprocess.CompletedProcess:
-    """Start `condense *argv`, send ``sig`` once the probe's progress bar shows a rate, wait for the exit.
+def interrupt_when_probing(argv: list, sig, before_read: int = 2) -> subprocess.CompletedProcess:
+    """Start `condense *argv`, send ``sig`` while it waits before its ``before_read``-th forward pass
+    (``tests.paced``), wait for the exit: the signal always lands mid-run, however loaded the machine.
 
     Returns the finished process with its stdout and (progress bars included) stderr as text.
     """
-    proc = subprocess.Popen([sys.executable, "-m", "condense", *map(str, argv)], stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, env=ENV)
-    seen = bytearray()
-    moved = threading.Event()
-
-    def watch():
-        while chunk := proc.stderr.read1(4096):
-            seen.extend(chunk)
-            if b"probing:" in seen and b"tok/s]" in seen[seen.rfind(b"probing:"):]:
-                moved.set()
-
-    reader = threading.Thread(target=watch, daemon=True)
-    reader.start()
-    assert moved.wait(240), seen.decode(errors="replace")
-    proc.send_signal(sig)
-    proc.wait(240)
-    reader.join(10)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.read().decode(),
-                                       seen.decode(errors="replace"))
+    with tempfile.TemporaryDirectory() as scratch:
+        marker = Path(scratch) / "paused"
+        with open(Path(scratch) / "out", "w+") as out, open(Path(scratch) / "err", "w+") as err:
+            proc = subprocess.Popen(paced_argv(marker, f"read:{before_read}", argv), stdout=out, stderr=err,
+                                    env=ENV)
+            try:
+                wait_for_marker(proc, marker)
+                proc.send_signal(sig)
+                proc.wait(240)
+            finally:
+                proc.kill()
+                proc.wait()
+            out.seek(0)
+            err.seek(0)
+            return subprocess.CompletedProcess(proc.args, proc.returncode, out.read(), err.read())

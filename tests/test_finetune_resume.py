@@ -5,7 +5,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 
 import pandas as pd
 import pytest
@@ -14,6 +13,7 @@ import torch
 from condense.errors import CondenseError
 from condense.training import finetune
 from condense.training.resume import Checkpointer, work_folder
+from tests.paced import paced_argv, wait_for_marker
 from tests.test_cli import ENV, run
 
 STEPS = 12
@@ -21,8 +21,9 @@ ARGS = ["--steps", STEPS, "--seq-len", 32, "--batch-size", 2, "--probe-every", 5
         "--dispersion", "angular_spread", "--coeff", 0.5, "--report-to", "tensorboard", "-q"]
 
 
-def _start(args) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "condense", "finetune", *map(str, args)], env=ENV,
+def _start(args, marker, when) -> subprocess.Popen:
+    """`condense finetune *args` that waits at the pause ``when`` (tests.paced) once it has written ``marker``."""
+    return subprocess.Popen(paced_argv(marker, when, ["finetune", *args]), env=ENV,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -30,45 +31,37 @@ def _saved_step(state_file) -> int:
     return torch.load(state_file, map_location="cpu", weights_only=False)["step"]
 
 
-def _wait_for_checkpoint(proc, state_file, after_step: int = 0, timeout: float = 240) -> None:
-    """Return once ``state_file`` holds a step beyond ``after_step``; fail if the run ended first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        assert proc.poll() is None, f"the run ended before a checkpoint could be awaited: {proc.stderr.read()}"
-        if state_file.exists():
-            try:
-                if _saved_step(state_file) > after_step:
-                    return
-            except Exception:  # being replaced right now; try again
-                pass
-        time.sleep(0.02)
-    raise AssertionError("no checkpoint appeared")
-
-
 def test_sigkill_then_sigterm_then_resume_equals_an_uninterrupted_run(tiny_gpt2, docs_jsonl, tmp_path):
     common = [tiny_gpt2, "--corpus", docs_jsonl, *ARGS]
     out = tmp_path / "ft"
     state_file = work_folder(out) / "state.pt"
 
-    killed = _start([*common, "--out", out, "--checkpoint-every", 0.2])
-    _wait_for_checkpoint(killed, state_file)
-    killed.send_signal(signal.SIGKILL)
-    killed.wait(60)
+    # every step saves (--checkpoint-every 0.001): the first run waits after its first save until killed
+    killed = _start([*common, "--out", out, "--checkpoint-every", 0.001], tmp_path / "saved", "train-save:0")
+    try:
+        wait_for_marker(killed, tmp_path / "saved")
+    finally:
+        killed.send_signal(signal.SIGKILL)
+        killed.wait(60)
     assert killed.returncode == -signal.SIGKILL
     first = _saved_step(state_file)
-    assert 0 < first < STEPS and not out.exists()  # nothing finished-looking
+    assert first == 1 and not out.exists()  # nothing finished-looking
 
-    # Resume, then stop politely (SIGTERM) once it has saved a later step: it saves and says how to go on.
-    stopped = _start([*common, "--out", out, "--checkpoint-every", 0.2, "--resume"])
-    _wait_for_checkpoint(stopped, state_file, after_step=first)
-    stopped.send_signal(signal.SIGTERM)
-    _, err = stopped.communicate(timeout=120)
-    if stopped.returncode == 0:
-        pytest.skip("the run finished before SIGTERM arrived (machine too fast for this schedule)")
+    # Resume, then stop politely (SIGTERM) while it waits after saving a later step: it saves the next
+    # step and says how to go on.
+    stopped = _start([*common, "--out", out, "--checkpoint-every", 0.001, "--resume"], tmp_path / "resaved",
+                     f"train-stop:{first}")
+    try:
+        wait_for_marker(stopped, tmp_path / "resaved")
+        stopped.send_signal(signal.SIGTERM)
+        _, err = stopped.communicate(timeout=120)
+    finally:
+        stopped.kill()
+        stopped.wait()
     assert stopped.returncode == 130, err
     assert err.strip().splitlines()[-1].startswith("condense: error: SIGTERM: stopped after step ")
     second = _saved_step(state_file)
-    assert first < second < STEPS and not out.exists()
+    assert second == first + 2 and not out.exists()  # saved at first + 1, stopped at the next step
 
     done = run("finetune", *common, "--out", out, "--resume", "--checkpoint-every", 0.2)
     assert done.returncode == 0, done.stderr

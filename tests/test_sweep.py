@@ -4,8 +4,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +15,7 @@ from condense.probing.checkpoint import checkpoint_path_for, save_checkpoint
 from condense.results import ProbeResult
 from condense.sweep import SUMMARY_COLUMNS, load_spec, parse_spec, run_sweep
 from tests.interrupt import interrupt_when_probing
+from tests.paced import paced_argv, wait_for_marker
 from tests.test_cli import ENV, run
 
 SMALL = "num_seqs = 2\nmax_length = 16\nspectrum_seqs = 0\n"
@@ -203,7 +202,7 @@ def test_ray_executor_on_local_instance(local_ray, tiny_models, docs_jsonl, not_
     assert [r["status"] for r in again] == ["skipped", "failed", "skipped"]
 
 
-SLOW_RUN = "num_seqs = 40\nmax_length = 128\nbatch_size = 1\nspectrum_seqs = 40\n"  # slow enough to interrupt
+SLOW_RUN = "num_seqs = 6\nmax_length = 128\nbatch_size = 1\nspectrum_seqs = 6\n"  # six batches: room to stop mid-run
 
 
 def test_interrupted_sweep_resumes_the_partly_done_run(tiny_models, tmp_path):
@@ -224,7 +223,8 @@ def test_interrupted_sweep_resumes_the_partly_done_run(tiny_models, tmp_path):
     rows = run_sweep(load_spec(spec), out, quiet=True, echo=lines.append)
     assert [r["status"] for r in rows] == ["ok"], lines
     resumed = ProbeResult.load(rows[0]["folder"]).run
-    assert 0 < resumed["resumed_from_sequence"] < 40
+    # the signal landed before the second forward pass, during which the CPU workers measure the first batch
+    assert resumed["resumed_from_sequence"] == 1
     assert (out / "llama__builtin" / "layers.csv").read_bytes() == (Path(whole) / "layers.csv").read_bytes()
     assert not checkpoint.exists()
 
@@ -233,23 +233,24 @@ def test_hard_killed_sweep_resumes_from_the_periodic_checkpoint(tiny_models, tmp
     """A SIGKILL (no handler runs) after a periodic checkpoint: the next sweep continues from it to the numbers of
     an uninterrupted run."""
     model = tiny_models["llama"]
-    spec = write(tmp_path / "one.toml", f'models = ["{model}"]\n[settings]\n{SLOW_RUN.replace("40", "120")}')
+    spec = write(tmp_path / "one.toml", f'models = ["{model}"]\n[settings]\n{SLOW_RUN}')
     whole = run_sweep(load_spec(spec), tmp_path / "whole", quiet=True, echo=lambda _: None)[0]["folder"]
-    out = tmp_path / "out"
+    out, marker = tmp_path / "out", tmp_path / "saved"
     checkpoint = out / ".llama__builtin.resume.pt"
-    proc = subprocess.Popen([sys.executable, "-m", "condense", "sweep", str(spec), "--out", str(out),
-                             "--checkpoint-every", "0.001", "-q"], env=ENV, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 240
-    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    proc.kill()
-    proc.wait(60)
+    # every batch saves; the run waits after its first save (tests.paced) until it is killed
+    proc = subprocess.Popen(paced_argv(marker, "probe-save", ["sweep", spec, "--out", out, "--checkpoint-every",
+                                                              "0.001", "-q"]),
+                            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_marker(proc, marker)
+    finally:
+        proc.kill()
+        proc.wait(60)
     assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode(errors="replace")
     assert checkpoint.exists() and not (out / "llama__builtin").exists() and not (out / "summary.csv").exists()
     rows = run_sweep(load_spec(spec), out, quiet=True, echo=lambda _: None)
     assert [r["status"] for r in rows] == ["ok"], rows[0]["error"]
-    assert 0 < ProbeResult.load(rows[0]["folder"]).run["resumed_from_sequence"] < 120
+    assert ProbeResult.load(rows[0]["folder"]).run["resumed_from_sequence"] == 1
     assert (out / "llama__builtin" / "layers.csv").read_bytes() == (Path(whole) / "layers.csv").read_bytes()
     assert not checkpoint.exists()
 
