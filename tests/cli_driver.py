@@ -4,7 +4,8 @@
 each is run through :func:`condense.cli.app.main` (the ``condense`` entry point) with file
 descriptors 1 and 2 sent to files of its own, so everything a command prints, whoever prints it
 (click, logging, warnings, tqdm), is its own. RESULTS gets, per command, ``rc`` (the exit status),
-``seconds``, ``stdout`` and ``stderr``. Before each command the driver asks ``HF_ENDPOINT`` for
+``seconds``, ``slept`` (the seconds it asked ``time.sleep`` for: a retry's back-off, counted
+whatever the machine's load), ``stdout`` and ``stderr``. Before each command the driver asks ``HF_ENDPOINT`` for
 ``/api/__mark__/<i>``, so a test server's request log can be split by command.
 
 The hub clients read ``HF_ENDPOINT``, ``HF_HOME`` and ``HF_HUB_OFFLINE`` when imported: this is how
@@ -32,6 +33,18 @@ def _mark(i: int) -> None:
             pass
 
 
+_slept = [0.0]
+_real_sleep = time.sleep
+
+
+def _counted_sleep(seconds: float) -> None:
+    _slept[0] += seconds
+    _real_sleep(seconds)
+
+
+time.sleep = _counted_sleep  # before the hub clients are imported, so their back-off is counted too
+
+
 def run_one(argv: list[str]) -> dict:
     from condense.cli.app import main
 
@@ -44,7 +57,7 @@ def run_one(argv: list[str]) -> dict:
         # Python-level writers too, where sys.stdout is not fd 1 (e.g. under pytest's capture)
         sys.stdout, sys.stderr = open(1, "w", closefd=False), open(2, "w", closefd=False)
         sys.argv = ["condense", *argv]
-        start = time.perf_counter()
+        start, _slept[0] = time.perf_counter(), 0.0
         try:
             main()
             rc = 0
@@ -63,7 +76,7 @@ def run_one(argv: list[str]) -> dict:
         os.close(saved[1])
         out.seek(0)
         err.seek(0)
-        return {"argv": argv, "rc": rc, "seconds": seconds, "stdout": out.read().decode(errors="replace"),
+        return {"argv": argv, "rc": rc, "seconds": seconds, "slept": _slept[0], "stdout": out.read().decode(errors="replace"),
                 "stderr": err.read().decode(errors="replace")}
 
 

@@ -142,7 +142,9 @@ def test_a_second_run_downloads_nothing_and_offline_works_from_the_cache(online,
 def test_hub_failures_are_one_line_exit_2_without_retries(online, case, pattern):
     result = online[case]
     assert re.search(pattern, error_line(result)), result["stderr"]
-    assert result["seconds"] < 15, result["seconds"]  # huggingface_hub's back-off alone would take 23 s
+    # asked of time.sleep, so no load can change it: at most the 1 s before the dropped download's retry,
+    # which the hook refuses to send; huggingface_hub's back-off alone would sleep 23 s
+    assert result["slept"] <= 1, result["slept"]
     assert not list(online["work"].glob("x*/run.json"))
     weights = [(m, r) for m, p, r in result["requests"] if p.endswith("model.safetensors")]
     if case == "500":  # asked once: no back-off
@@ -162,10 +164,10 @@ def test_a_hub_that_is_down_falls_back_to_the_cache_else_one_line(online, tmp_pa
     assert re.search(r"cannot find model 'openai-community/gpt2-medium' locally or on the Hugging Face hub: it is "
                      r"not in the cache \(.*hf-home/hub\) and the hub at http://127\.0\.0\.1:\d+ does not answer "
                      r"\(check HF_ENDPOINT", line), line
-    assert results[1]["seconds"] < 15 and not (tmp_path / "absent").exists()
+    assert results[1]["slept"] < 1 and not (tmp_path / "absent").exists()
     line = error_line(results[2])  # datasets alone would retry for a minute
     assert re.search(r"cannot read corpus preset 'pubmed': the hub at http://127\.0\.0\.1:\d+ does not answer", line)
-    assert results[2]["seconds"] < 15
+    assert results[2]["slept"] < 1
 
 
 def test_compare_family_rerun_and_finetune_take_a_hub_id_and_revision(online, hub):
