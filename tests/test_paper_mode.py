@@ -98,3 +98,37 @@ def test_exclude_first_token_drops_position_zero(tiny_gpt2, docs_jsonl, ragged):
     result = condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), exclude_first_token=True,
                             paper_ragged=ragged, batch_size=3, **opts)
     check_against(result, {i: paper_average([s.layers[i][1:] for s in states]) for i in range(len(states[0].layers))})
+
+
+@pytest.fixture(scope="module")
+def nan_at_position_7(tiny_gpt2, tmp_path_factory):
+    """Tiny GPT-2 whose position embedding 7 holds a NaN: every sequence's token 7 is non-finite."""
+    model = transformers.GPT2LMHeadModel.from_pretrained(tiny_gpt2)
+    with torch.no_grad():
+        model.transformer.wpe.weight[7, 0] = float("nan")
+    folder = tmp_path_factory.mktemp("nan7")
+    model.save_pretrained(folder)
+    transformers.AutoTokenizer.from_pretrained(tiny_gpt2).save_pretrained(folder)
+    return folder
+
+
+def test_nonfinite_exclude_drops_the_token_from_the_averaged_matrix(nan_at_position_7, docs_jsonl):
+    """40-token sequences, token 7 excluded in each: the averaged matrix has 39 x 39 entries, not 40 x 40,
+    and equals the numpy average of the other 39 tokens."""
+    settings = {**SMALL, "layers": "0", "nonfinite": "exclude", "paper_ragged": True}
+    row = condense.probe(str(nan_at_position_7), corpus=str(docs_jsonl), **settings).layers.iloc[0]
+    assert row.n_pairs == 39 ** 2
+    states = [np.delete(s.layers[0], 7, axis=0) for s in hidden_states(nan_at_position_7, str(docs_jsonl), 40, 5)]
+    assert row.mean_cos == pytest.approx(float(np.mean(paper_average(states))), abs=1e-6)
+
+
+def test_nonfinite_exclude_without_ragged_is_one_clear_error(nan_at_position_7, docs_jsonl, tmp_path):
+    with pytest.raises(condense.CondenseError, match=r"non-finite hidden state at layer 0, sequence 0, position 7: "
+                       r"--nonfinite exclude in --aggregate paper needs --paper-ragged"):
+        condense.probe(str(nan_at_position_7), corpus=str(docs_jsonl), layers="0", nonfinite="exclude", **SMALL)
+    from tests.test_cli import run
+
+    cli = run("probe", nan_at_position_7, "--corpus", docs_jsonl, "--aggregate", "paper", "--nonfinite", "exclude",
+              "--layers", "0", "--num-seqs", 5, "--max-length", 40, "--out", tmp_path / "r", "-q")
+    assert cli.returncode == 2 and "Traceback" not in cli.stderr, cli.stderr
+    assert cli.stderr.strip().count("\n") == 0 and "--paper-ragged" in cli.stderr and not (tmp_path / "r").exists()

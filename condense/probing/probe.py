@@ -319,6 +319,12 @@ def _prepare(h, batch, cfg, layer, dtype, center):
                     f"non-finite hidden state at layer {layer}, sequence {batch.offset + r}, position {pos} "
                     f"({int(bad.sum())} tokens in this batch); use --dtype float32, or --nonfinite exclude to drop such tokens"
                 )
+            if cfg.aggregate == "paper" and not cfg.paper_ragged:  # an S x S average cannot lose one token
+                raise CondenseError(
+                    f"non-finite hidden state at layer {layer}, sequence {batch.offset + r}, position {pos}: "
+                    "--nonfinite exclude in --aggregate paper needs --paper-ragged (each matrix entry averaged over "
+                    "the sequences that keep both tokens), or use --dtype float32"
+                )
             mask, attention = mask & finite, attention & finite
             h = torch.where(finite.unsqueeze(-1), h, torch.zeros((), dtype=dtype, device=h.device))
             norms = torch.linalg.vector_norm(h, dim=-1)
