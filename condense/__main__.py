@@ -1,3 +1,4 @@
 from condense.cli import main
 
-main()
+if __name__ == "__main__":  # importing the module (pkgutil.walk_packages, doc builders) must not run the CLI
+    main()
