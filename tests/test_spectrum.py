@@ -108,6 +108,36 @@ def test_top_eigenvalue_converges_by_its_residual_bound_without_the_fallback(mon
         assert 0.0 <= 1.0 - top <= rtol * top
 
 
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
+def test_top_eigenvalue_bound_is_relative_at_any_scale(scale):
+    """The promise |lambda_max - theta| <= 1e-7 theta holds for small and large matrices alike (hidden
+    states of a layer can have any scale): an absolute bound would stop a 1e-6 matrix at once."""
+    rng = np.random.default_rng(3)
+    q = np.linalg.qr(rng.standard_normal((80, 80)))[0]
+    values = scale * np.r_[np.linspace(0.0, 0.9, 79), 1.0]
+    top = float(top_eigenvalue(torch.tensor(q @ np.diag(values) @ q.T).unsqueeze(0))[0])
+    assert abs(top - scale) <= 1e-7 * scale, (top / scale - 1)
+
+
+def test_top_eigenvalue_falls_back_to_the_largest_eigenvalue(monkeypatch):
+    """500 eigenvalues spread evenly on [0, 1]: no gap at the top, so 96 Lanczos steps do not meet the
+    bound and the matrix goes to eigvalsh, whose largest value is the answer."""
+    rng = np.random.default_rng(4)
+    m = 500
+    q = np.linalg.qr(rng.standard_normal((m, m)))[0]
+    a = torch.tensor(q @ np.diag(np.linspace(0.0, 1.0, m)) @ q.T).unsqueeze(0)
+    calls, real = [], torch.linalg.eigvalsh
+
+    def counted(x, *args, **kwargs):
+        calls.append(tuple(x.shape))
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(torch.linalg, "eigvalsh", counted)
+    top = float(top_eigenvalue(a)[0])
+    assert calls == [(1, m, m)]  # the fallback was reached
+    assert top == pytest.approx(1.0, rel=1e-12)
+
+
 def test_top_eigenvalue_is_deterministic():
     a = torch.tensor(token_matrices("gauss", 2, 30, 30))
     a = a @ a.transpose(1, 2)
@@ -210,3 +240,26 @@ def test_spectrum_from_pair_products_equals_from_rows():
     via_rows = spectrum_of_rows(rows.unsqueeze(0), trace)
     for key in SPECTRAL_KEYS:
         assert float(via_products[key][0]) == pytest.approx(float(via_rows[key][0]), rel=1e-10), key
+
+
+def _probe_spectrum_in_child(x, trace, expected) -> None:
+    got = worker_pool(2).submit(spectrum_of_rows, x, trace).result()
+    assert all(torch.equal(got[k], expected[k]) for k in SPECTRAL_KEYS)
+
+
+def test_a_forked_child_gets_a_working_worker_pool():
+    """A child forked after the parent started its workers has none of their threads: its first job must
+    run on a fresh pool, not wait forever on the parent's (a hang fails here after 120 s)."""
+    import multiprocessing
+
+    x = torch.tensor(token_matrices("gauss", 2, 12, 8))
+    trace = x.square().sum(dim=(1, 2))
+    expected = worker_pool(2).submit(spectrum_of_rows, x, trace).result()  # the parent's threads exist now
+    child = multiprocessing.get_context("fork").Process(target=_probe_spectrum_in_child, args=(x, trace, expected))
+    child.start()
+    child.join(120)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail("the forked child's spectrum job never ran")
+    assert child.exitcode == 0
