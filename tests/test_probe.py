@@ -132,9 +132,11 @@ def test_paper_mode_unequal_lengths(tiny_gpt2, docs_jsonl):
 
 def test_planted_massive_activation_is_flagged(tiny_gpt2, docs_jsonl):
     model = transformers.AutoModel.from_pretrained(tiny_gpt2)
-    # a huge bias on the position-3 embedding plants one massive token in every sequence's layer 0
+    # a huge bias on the position-3 embedding plants one massive token in every sequence's layer 0; one on
+    # position 0 makes the [CLS] special token massive too (as a BOS attention sink is in real models)
     with torch.no_grad():
         model.wpe.weight[3] += 5000.0
+        model.wpe.weight[0] += 5000.0
     from condense.models import LoadedModel
     from condense.probing.probe import ProbeSettings, probe_loaded
 
@@ -142,7 +144,10 @@ def test_planted_massive_activation_is_flagged(tiny_gpt2, docs_jsonl):
                          {"hidden_size": 32, "model": "planted"})
     result = probe_loaded(loaded, ProbeSettings(corpus=str(docs_jsonl), num_seqs=5, max_length=40))
     first = result.layers.iloc[0]
-    assert first.n_massive_tokens == 5 and first.massive_positions == "3:5"
+    assert first.n_massive_tokens == 5 and first.massive_positions == "3:5"  # the excluded [CLS] is not counted
+    kept = probe_loaded(loaded, ProbeSettings(corpus=str(docs_jsonl), num_seqs=5, max_length=40,
+                                              keep_special_tokens=True)).layers.iloc[0]
+    assert kept.n_massive_tokens == 10 and kept.massive_positions == "0:5;3:5"
 
 
 def test_nonfinite_hidden_state_is_reported_or_excluded(tiny_gpt2, docs_jsonl):

@@ -161,3 +161,27 @@ def test_real_checkpoint_matches_the_float64_reference(alias, max_length, tmp_pa
         counted = ~np.array(s.special)
         reference.append([h[0].double().numpy()[counted] for h in hs])
     check_against_reference(result, reference, loaded.info["hidden_size"], 4, REAL_FLOAT32)
+
+
+@pytest.fixture(scope="module")
+def wide_llama(tokenizer, tmp_path_factory):
+    """A tiny random Llama with D = 128: sequences of 100 tokens are wider than a 64-row pair strip and
+    still have n <= D, the branch real checkpoints take (the spectrum from the pair products)."""
+    torch.manual_seed(0)
+    config = transformers.LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=128, intermediate_size=64,
+                                      num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+                                      max_position_embeddings=256)
+    folder = tmp_path_factory.mktemp("wide_llama")
+    transformers.LlamaForCausalLM(config).eval().save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_sequences_wider_than_a_pair_strip_with_n_below_d(wide_llama, docs_jsonl):
+    """The fast twin of the real-checkpoint test: S = 100 > 64 (several strips of pair products) and
+    n = 98 <= D = 128 (the spectrum reuses those products)."""
+    result = condense.probe(str(wide_llama), corpus=str(docs_jsonl), num_seqs=4, max_length=100, batch_size=2,
+                            spectrum_seqs=4, precision="float64", quiet=True)
+    reference, config = hidden_states_by_sequence(wide_llama, str(docs_jsonl), 100, 4)
+    assert all(64 < len(seq[0]) <= config.hidden_size for seq in reference)
+    check_against_reference(result, reference, config.hidden_size, 4, FLOAT64)

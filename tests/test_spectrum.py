@@ -170,6 +170,25 @@ def test_pooled_measure_leaves_the_state_alone_until_added():
     assert acc.finalize().columns["n_pairs"] == 2 * before["n_pairs"]
 
 
+def test_per_sequence_values_are_joined_as_batches_come():
+    """A long run keeps its per-sequence values in a few tensors, not one per batch (each tiny tensor
+    pins heap pages for the whole run); the values are those of every batch, in order."""
+    rng = np.random.default_rng(6)
+    pooled, geometry = PooledCosineAccumulator(), TokenGeometryAccumulator(5, spectrum_seqs=0)
+    mask, positions = torch.ones(2, 7, dtype=torch.bool), torch.arange(7).expand(2, 7)
+    expected = []
+    for _ in range(100):
+        x = torch.tensor(rng.standard_normal((2, 7, 5)))
+        unit = torch.nn.functional.normalize(x, dim=-1)
+        batch = pooled.measure(unit, mask)
+        expected.append(batch["seq_sums"])
+        pooled.add(batch)
+        geometry.update(x, mask, positions)
+    for parts in (pooled.seq_sums, pooled.seq_counts, *geometry.per_seq.values()):
+        assert len(parts) <= 32 and sum(len(p) for p in parts) == 200
+    torch.testing.assert_close(torch.cat(pooled.seq_sums), torch.cat(expected), rtol=0, atol=0)
+
+
 def test_geometry_spectra_from_workers_match_and_pickle_resolved():
     x = torch.tensor(token_matrices("cone", 4, 20, 8, seed=5), dtype=torch.float32)
     mask = torch.ones(4, 20, dtype=torch.bool)
