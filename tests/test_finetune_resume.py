@@ -159,3 +159,32 @@ def test_generator_states_round_trip():
     _restore(saved, model, optimizer, other)
     assert torch.equal(torch.rand(3), expected[0])
     assert torch.equal(torch.randperm(9, generator=other.generator), expected[1])
+
+
+def test_resume_refuses_a_checkpoint_of_training_data_edited_in_place(tiny_gpt2, docs_jsonl, tmp_path, monkeypatch):
+    """The key holds the hash of the training blocks: a corpus file whose training documents changed in
+    place (the held-out ones, at its end, unchanged) is not resumed."""
+    import json
+
+    from condense.training import loop
+
+    real_step, steps = loop._step, []
+
+    def step(*args, **kwargs):
+        steps.append(1)
+        if len(steps) == 3:
+            raise RuntimeError("crashed")
+        return real_step(*args, **kwargs)
+
+    common = dict(corpus=str(docs_jsonl), steps=4, seq_len=32, batch_size=2, probe_every=10, probe_seqs=2, quiet=True)
+    out = tmp_path / "ft"
+    with monkeypatch.context() as patch:
+        patch.setattr(loop, "_step", step)
+        with pytest.raises(RuntimeError, match="crashed"):
+            finetune(str(tiny_gpt2), out, checkpoint_every=1e-9, **common)
+    assert _saved_step(work_folder(out) / "state.pt") == 2
+    lines = docs_jsonl.read_text().splitlines()
+    lines[0] = json.dumps({"text": "Edited: " + json.loads(lines[0])["text"]})
+    docs_jsonl.write_text("\n".join(lines) + "\n")
+    with pytest.raises(CondenseError, match="different model, corpus or settings"):
+        finetune(str(tiny_gpt2), out, resume=True, checkpoint_every=1e-9, **common)

@@ -100,3 +100,38 @@ def test_checkpoint_plan_interval(monkeypatch, tmp_path):
     assert CheckpointPlan.of(str(tmp_path / "c.pt")).every == 300
     with pytest.raises(CondenseError, match="bad --checkpoint-every -1"):
         CheckpointPlan(tmp_path / "c.pt", every=-1)
+
+
+def _edit_first_document(corpus) -> None:
+    """Change the corpus file in place: same path, same number of documents, other words in the first."""
+    lines = corpus.read_text().splitlines()
+    first = json.loads(lines[0])
+    lines[0] = json.dumps({"text": "Edited: " + first["text"]})
+    corpus.write_text("\n".join(lines) + "\n")
+
+
+def test_resume_refuses_a_checkpoint_of_a_corpus_edited_in_place(tiny_gpt2, docs_jsonl, tmp_path, monkeypatch):
+    """The checkpoint's key holds the token hash: the same corpus path with other contents is not resumed."""
+    from condense.api import probe_to_folder
+    from condense.probing.extract import HiddenStateReader
+
+    real_read, reads = HiddenStateReader.read, []
+
+    def read(self, *args, **kwargs):
+        reads.append(1)
+        if len(reads) == 3:
+            raise RuntimeError("crashed")
+        return real_read(self, *args, **kwargs)
+
+    options = dict(corpus=str(docs_jsonl), num_seqs=6, max_length=40, batch_size=1, spectrum_seqs=0, quiet=True)
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        patch.setattr(HiddenStateReader, "read", read)
+        with pytest.raises(RuntimeError, match="crashed"):
+            probe_to_folder(str(tiny_gpt2), out, checkpoint_every=1e-9, **options)  # saves after every batch
+    checkpoint = tmp_path / ".run.resume.pt"
+    assert torch.load(checkpoint, map_location="cpu", weights_only=False)["done"] >= 1
+    _edit_first_document(docs_jsonl)
+    with pytest.raises(CondenseError, match="different model, corpus or settings"):
+        probe_to_folder(str(tiny_gpt2), out, resume=True, **options)
+    assert checkpoint.exists() and not out.exists()

@@ -103,3 +103,14 @@ def test_gaussian_baseline_cone_angle_matches_the_large_n_limit():
     base = gaussian_baseline(n_tokens=256, dim=512, seed=0)
     assert base["cone_half_angle_mean_deg"] == pytest.approx(math.degrees(math.acos(1 / math.sqrt(256))), abs=0.5)
     assert base["hf_lf_ratio"] > 1  # no shared mean token: the high-frequency part dominates
+
+
+def test_a_nan_layer_is_left_out_of_the_trend():
+    """With --nonfinite exclude a layer can be NaN (no token survived): the trend is that of the others."""
+    layers = np.arange(6)
+    values = np.array([0.1, 0.3, np.nan, 0.2, 0.5, 0.6])
+    got = depth_trend(layers, values)
+    ok = ~np.isnan(values)
+    assert got["spearman"] == pytest.approx(stats.spearmanr(layers[ok], values[ok]).statistic)
+    assert got["kendall"] == pytest.approx(stats.kendalltau(layers[ok], values[ok]).statistic)
+    assert 0 < got["kendall"] < got["spearman"] < 1
