@@ -87,3 +87,18 @@ def test_hub_preset_unreachable_is_one_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(CondenseError, match="cannot read corpus preset 'imdb'"):
         read_documents("imdb")
+
+
+def test_joined_documents_are_separated_by_a_blank_line_in_the_tokens():
+    """A byte-level BPE tokenizer (GPT-2's kind) keeps whitespace as tokens, so the blank line between
+    joined documents is in the model's input exactly: the ids are those of "a\\n\\nb" tokenized whole.
+    (WordPiece normalises whitespace away and cannot tell a blank line from a space.)"""
+    from tests.hub_fixtures import tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    docs = [Document("a", "The first document."), Document("b", "The second one."), Document("c", "x " * 200)]
+    first = build_sequences(iter(docs), tok, max_length=24, num_seqs=1)[0]
+    assert first.documents[:2] == ("a", "b")
+    whole = tok("The first document.\n\nThe second one.\n\n" + "x " * 200)["input_ids"]
+    assert first.input_ids == whole[:len(first.input_ids)]
+    assert tok.decode(first.input_ids).startswith("The first document.\n\nThe second one.\n\n")
