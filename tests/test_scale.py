@@ -178,3 +178,31 @@ def test_bad_placement_options(tiny_gpt2, docs_jsonl):
         condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), max_memory="cpu=1GB", **SMALL)
     with pytest.raises(CondenseError, match="bad --max-memory"):
         condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), device_map="auto", max_memory="lots", **SMALL)
+
+
+def test_cpu_auto_batch_starts_at_512_tokens(monkeypatch, tiny_gpt2, docs_jsonl):
+    """On the CPU, --batch-size auto starts with about 512 tokens a batch (never fewer than one sequence,
+    never more than the run has), capped by half the available memory; accelerators start at 64."""
+    from condense.probing import batching
+    from condense.probing.batching import auto_batch_start
+
+    cpu = torch.device("cpu")
+    assert [auto_batch_start(100, length, 32, 3, cpu) for length in (128, 64, 512, 2048)] == [4, 8, 1, 1]
+    assert auto_batch_start(3, 64, 32, 3, cpu) == 3 and auto_batch_start(500, 16, 32, 3, torch.device("meta")) == 64
+    probed = condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), num_seqs=6, max_length=128, quiet=True,
+                            spectrum_seqs=0, device="cpu")
+    assert probed.run["batch_size_used"] == 4 and probed.run["settings"]["batch_size"] == "auto"
+    per_seq = 128 * 32 * 4 * (3 + 16) + 128 ** 2 * 4 * 32  # the activation estimate of one sequence
+
+    class Meminfo:
+        def __init__(self, *_args):
+            self.lines = [f"MemAvailable: {2 * 2 * per_seq // 1024 + 1} kB\n"]  # room for two sequences
+
+        def __enter__(self):
+            return iter(self.lines)
+
+        def __exit__(self, *_exc):
+            return False
+
+    monkeypatch.setattr(batching, "open", Meminfo, raising=False)
+    assert auto_batch_start(100, 128, 32, 3, cpu) == 2
