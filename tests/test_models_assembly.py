@@ -66,6 +66,8 @@ def test_parts_are_concatenated_in_order(site):
     folder, gguf = locate_alias(alias)
     assert gguf == "fake.gguf" and (Path(folder) / gguf).read_bytes() == whole
     assert leftovers(alias) == ["fake"]  # no partial folder left beside it
+    # readable by every user of a shared cache, not mkdtemp's 0700
+    assert (Path(folder).stat().st_mode & 0o777, (Path(folder) / gguf).stat().st_mode & 0o777) == (0o755, 0o644)
     assert locate_alias(alias) == (folder, gguf)  # the second use finds it
 
 
@@ -209,9 +211,25 @@ def test_a_zip_member_outside_its_folder_is_refused(site):
 CONCURRENT = """
 import hashlib, sys
 from pathlib import Path
+import filelock
 from condense.models import Alias, Part, locate_alias
+from condense.models import assembly
+
+log = Path(sys.argv[2])
+acquire, build = filelock.FileLock.acquire, assembly._build
+def waiting(self, *args, **kwargs):
+    with open(log, "a") as f:
+        f.write("waiting\\n")
+    return acquire(self, *args, **kwargs)
+
+def counted(*args, **kwargs):
+    with open(log, "a") as f:
+        f.write("built\\n")
+    return build(*args, **kwargs)
+
+filelock.FileLock.acquire, assembly._build = waiting, counted
 parts = tuple(Part(f"big-part{i}", "1.0", f"big_part{i}/data/part{i:02d}.bin", int(s))
-              for i, s in enumerate(sys.argv[2:], start=1))
+              for i, s in enumerate(sys.argv[3:], start=1))
 alias = Alias("big", "fake", parts, "big.gguf", sum(p.size for p in parts), sys.argv[1], True, "llama", "X", 1, 1,
               "Q4_K_M", "org/big")
 folder, gguf = locate_alias(alias)
@@ -219,19 +237,39 @@ print(hashlib.sha256((Path(folder) / gguf).read_bytes()).hexdigest())
 """
 
 
-def test_concurrent_assemblers_both_get_the_whole_file(site, tmp_path):
+def test_concurrent_assemblers_wait_for_the_lock_and_assemble_once(site, tmp_path):
+    """Three assemblers start while the test holds the assembly lock: each must wait for it (their own
+    log says so while they are still running), and once it is free one builds, the others find its result."""
+    import time
+
+    from filelock import FileLock
+
     chunks = [os.urandom(6 << 20), os.urandom(6 << 20), os.urandom(1 << 20)]
     whole = b"".join(chunks)
     sha = hashlib.sha256(whole).hexdigest()
     make_parts(site, "big", chunks)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), str(site)])}
-    args = [sys.executable, "-c", CONCURRENT, sha, *(str(len(c)) for c in chunks)]
-    procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for _ in range(3)]
+    root = tmp_path / "cache" / "models"
+    root.mkdir(parents=True)
+    logs = [tmp_path / f"assembler{i}.log" for i in range(3)]
+    held = FileLock(str(root / ".big.lock"))
+    held.acquire()
+    try:
+        procs = [subprocess.Popen([sys.executable, "-c", CONCURRENT, sha, str(log), *(str(len(c)) for c in chunks)],
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for log in logs]
+        deadline = time.monotonic() + 240
+        # the event: every assembler is blocked on the lock (polling only; they wait however late this looks)
+        while not all(log.exists() and "waiting" in log.read_text() for log in logs):
+            assert all(p.poll() is None for p in procs), "an assembler did not wait for the lock"
+            assert time.monotonic() < deadline, "an assembler never reached the lock"
+            time.sleep(0.02)
+        assert not any((root / "big").exists() or "built" in log.read_text() for log in logs)
+    finally:
+        held.release()
     outs = [p.communicate(timeout=120) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [o[1] for o in outs]
     assert {o[0].strip() for o in outs} == {sha}
-    root = tmp_path / "cache" / "models"
+    assert sum(log.read_text().split().count("built") for log in logs) == 1
     assert sorted(p.name for p in root.iterdir() if not p.name.endswith(".lock")) == ["big"]
 
 
