@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import matplotlib.figure
 import numpy as np
@@ -142,6 +143,27 @@ def test_atomic_file_removes_its_temporary_file(tmp_path):
     with atomic_file(tmp_path / "sub" / "a.txt") as tmp:
         tmp.write_text("whole")
     assert (tmp_path / "sub" / "a.txt").read_text() == "whole" and leftovers(tmp_path / "sub") == ["a.txt"]
+
+
+def test_atomic_file_is_on_the_disk_before_its_rename(tmp_path, monkeypatch):
+    """fsync of the written temporary file, then the rename: a power cut leaves the old file or the whole new one."""
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+
+    def fsync(fd):
+        events.append(("fsync", os.fstat(fd).st_ino))
+        real_fsync(fd)
+
+    def replace(src, dst):
+        events.append(("replace", os.stat(src).st_ino, Path(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    with atomic_file(tmp_path / "a.txt") as tmp:
+        tmp.write_text("whole")
+    monkeypatch.undo()
+    assert [e[0] for e in events] == ["fsync", "replace"] and events[0][1] == events[1][1]  # the same file
+    assert events[1][2] == tmp_path / "a.txt" and (tmp_path / "a.txt").read_text() == "whole"
 
 
 def write_spec(tmp_path, models, corpus):
