@@ -188,3 +188,25 @@ def test_resume_refuses_a_checkpoint_of_training_data_edited_in_place(tiny_gpt2,
     docs_jsonl.write_text("\n".join(lines) + "\n")
     with pytest.raises(CondenseError, match="different model, corpus or settings"):
         finetune(str(tiny_gpt2), out, resume=True, checkpoint_every=1e-9, **common)
+
+
+def test_checkpoint_interval_restarts_after_each_save(tmp_path, monkeypatch):
+    """Saves come every `every` seconds of training: the interval restarts at start() and at each save
+    (else every step after the first interval would save)."""
+    import time
+
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    checkpointer = Checkpointer(tmp_path / "work", {"k": 1}, 300)
+    now[0] = 250.0
+    checkpointer.start()
+    now[0] = 549.0
+    assert not checkpointer.due()
+    now[0] = 550.0
+    assert checkpointer.due()
+    checkpointer.save({"step": 1})
+    now[0] = 551.0
+    assert not checkpointer.due()
+    now[0] = 850.0
+    assert checkpointer.due() and checkpointer.saves == 1
+    assert not Checkpointer(tmp_path / "other", {}, 0).due()

@@ -153,6 +153,23 @@ def _result(mean_cos, cone, spearman=0.5, kendall=0.25) -> ProbeResult:
     return ProbeResult(layers, np.zeros((len(mean_cos), 128)), trend, {})
 
 
+@pytest.mark.parametrize("source", ["texts", "corpus"])
+def test_monitor_honours_a_users_spectrum_seqs(tiny_gpt2, tokenizer, source):
+    """The monitor's own default is no spectrum (spectrum_seqs=0); a user's spectrum_seqs is kept, for texts
+    in memory and for a corpus name alike, and gives the numbers of a direct probe."""
+    model = transformers.AutoModelForCausalLM.from_pretrained(tiny_gpt2)
+    texts = _texts()[-6:] if source == "texts" else "builtin"
+    default = CondensationMonitor(texts, tokenizer=tokenizer, **PROBE)
+    default(model, 0, save=False)
+    assert default.history.results[0].layers["mev"].isna().all()
+    asked = CondensationMonitor(texts, tokenizer=tokenizer, spectrum_seqs=2, **PROBE)
+    asked(model, 0, save=False)
+    direct = condense.probe(model, tokenizer=tokenizer, corpus=texts, spectrum_seqs=2, quiet=True, **PROBE)
+    got = asked.history.results[0].layers
+    assert got["mev"].notna().all() and asked.settings.spectrum_seqs == 2
+    np.testing.assert_allclose(got["mev"], direct.layers["mev"], rtol=1e-6)
+
+
 def test_condensation_scalars_keys_and_values():
     cone = [80.0, 70.0, 60.0, 50.0, 40.0]  # 5 layers: the last half is the last 2
     scalars = condensation_scalars(_result([0.1, 0.2, 0.3, 0.4, 0.5], cone), lm_loss=2.5)
