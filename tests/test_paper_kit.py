@@ -367,3 +367,18 @@ def test_paper_table_command_prints_and_writes_the_table(tmp_path, monkeypatch, 
     assert "Qwen/Qwen3-32B" in stdout and "-0.47" in stdout and "gpt2" not in stdout
     written = read_table(out)
     assert list(written["model"]) == [f"Qwen/Qwen3-{s}" for s in ("0.6B", "1.7B", "4B", "8B", "14B", "32B")]
+
+
+def test_a_failed_sweep_run_is_reported_only_against_its_own_corpus(tmp_path):
+    """A run that failed on IMDB says so beside the IMDB row only; the same model's WikiText row is just missing."""
+    table = tmp_path / "t.csv"
+    table.write_text("id,model,dataset,spearman,kendall\n"
+                     "g-wiki,openai-community/gpt2,wikipedia,0.5,0.25\ng-imdb,openai-community/gpt2,imdb,0.5,0.25\n")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    (runs / "summary.csv").write_text("model,corpus,status,error,seconds,spearman,kendall,last_half_mean_cos,folder\n"
+                                      "openai-community/gpt2,imdb,failed,CUDA out of memory,1.0,,,,/gone\n")
+    report = check_runs([runs], table).set_index("id")
+    assert list(report["status"]) == ["missing", "missing"]
+    assert report.loc["g-imdb", "notes"] == "sweep run failed: CUDA out of memory"
+    assert report.loc["g-wiki", "notes"] == ""
