@@ -82,3 +82,13 @@ def test_a_submodule_named_like_an_export_does_not_hide_it():
     assert callable(finetune) and finetune.__module__ == "condense.training.finetune"
     with pytest.raises(AttributeError, match="has no attribute 'no_such_name'"):
         condense.training.no_such_name  # noqa: B018
+
+
+def test_a_probe_imports_neither_scipy_nor_seaborn(tiny_gpt2, tmp_path):
+    """Each costs a probe's start-up most of a second (scipy.stats 0.6 s, seaborn 1.2 s here); transformers'
+    own import of scipy.optimize for some models is the bare load's cost too."""
+    report, _ = imports_of(["probe", str(tiny_gpt2), "--num-seqs", "2", "--max-length", "16", "-q",
+                            "--out", str(tmp_path / "run")], tmp_path)
+    assert report["code"] == 0 and (tmp_path / "run" / "heatmap.png").exists()
+    unwanted = {m for m in report["modules"] if m.startswith(("scipy.stats", "seaborn"))}
+    assert not unwanted, sorted(unwanted)[:5]

@@ -105,6 +105,20 @@ def test_gaussian_baseline_cone_angle_matches_the_large_n_limit():
     assert base["hf_lf_ratio"] > 1  # no shared mean token: the high-frequency part dominates
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_trend_matches_scipy_on_random_ties_in_both_variables(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(3, 60))
+    layers = rng.integers(0, max(2, n // 2), n).astype(float)  # repeated layers: ties in x too
+    values = rng.integers(0, 6, n) / 5.0
+    values[rng.random(n) < 0.1] = np.nan
+    t, ok = depth_trend(layers, values), np.isfinite(values)
+    if ok.sum() < 3 or np.ptp(values[ok]) == 0 or np.ptp(layers[ok]) == 0:
+        return
+    assert t["spearman"] == pytest.approx(stats.spearmanr(layers[ok], values[ok]).statistic, abs=1e-12)
+    assert t["kendall"] == pytest.approx(stats.kendalltau(layers[ok], values[ok], variant="b").statistic, abs=1e-12)
+
+
 def test_a_nan_layer_is_left_out_of_the_trend():
     """With --nonfinite exclude a layer can be NaN (no token survived): the trend is that of the others."""
     layers = np.arange(6)
