@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
@@ -50,12 +53,30 @@ def heatmap_figure(result: "ProbeResult", vmax: float = 10.0, cmap: str = "Reds"
     """A one-panel figure with colour bar; ``style`` is a seaborn style name (darkgrid, whitegrid,
     dark, white, ticks), read from matplotlib's copies of seaborn's sheets: importing seaborn would
     cost every probe's heatmap 0.4 s (it imports scipy.stats)."""
-    with plt.style.context(f"seaborn-v0_8-{style}"):
+    with _seaborn_style(style):
         fig, ax = plt.subplots(figsize=figsize, layout="constrained")
         mesh = draw_heatmap(result, ax, vmax=vmax, cmap=cmap, ylim=ylim, **kwargs)
         ax.grid(False)
         fig.colorbar(mesh, ax=ax, label="density")
     return fig
+
+
+@contextlib.contextmanager
+def _seaborn_style(name: str) -> Iterator[None]:
+    """Seaborn's style ``name`` for the figures drawn inside, from matplotlib's copy of its sheet.
+
+    Restores only the keys the sheet sets: ``plt.style.context`` restores every rcParam, which also
+    undoes what a backend sets up on its first figure (Jupyter's inline display stops showing figures).
+    """
+    sheet = matplotlib.style.library.get(f"seaborn-v0_8-{name}")
+    if sheet is None:
+        raise ValueError(f"unknown style {name!r}; use one of darkgrid, whitegrid, dark, white, ticks")
+    before = {key: matplotlib.rcParams[key] for key in sheet}
+    matplotlib.rcParams.update(sheet)
+    try:
+        yield
+    finally:
+        matplotlib.rcParams.update(before)
 
 
 def _f(v: float | None) -> str:
