@@ -13,6 +13,7 @@ import condense
 from condense.errors import CondenseError
 from condense.metrics.cross_text import ROGUE_TOP
 from condense.metrics.token_sample import token_keys
+from condense.probing.corpus_level import sample_size
 from tests.reference import cross_text_reference, hidden_states, unit
 
 SMALL = dict(num_seqs=6, max_length=40, quiet=True, spectrum_seqs=0)
@@ -161,10 +162,12 @@ def test_corpus_sample_zero_turns_the_sample_off_but_keeps_the_exact_columns(tin
 
 def test_default_sample_size_follows_the_memory_budget(tiny_gpt2, docs_jsonl):
     from condense.metrics.token_sample import sample_size_for_budget
+    from condense.probing.corpus_level import AUTO_CAP
 
     result = condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), layers="0,2", keep_special_tokens=True, **SMALL)
-    k = sample_size_for_budget(2, 32)
-    assert result.run["corpus_sample"]["k"] == k == 4096
+    assert result.run["corpus_sample"]["k"] == sample_size_for_budget(2, 32, cap=AUTO_CAP) == AUTO_CAP == 1024
+    # the budget binds before the cap for wide, deep models: K x layers x D x 4 bytes <= 256 MB
+    assert sample_size("auto", 64, 8192) == 2 ** 28 // (64 * 8192 * 4) == 128
     # [CLS] at position 0 counts in the pooled statistics (kept) but is left out of the sample
     assert (result.layers.sample_tokens == result.layers.n_tokens - 6).all()
 

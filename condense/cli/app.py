@@ -66,7 +66,7 @@ def probe_options(f):
                      help="Bootstrap resamples over sequences for CIs (0 = none)."),
         click.option("--corpus-sample", type=IntOrAuto(), default="auto", show_default=True,
                      help="Tokens in the seeded sample shared by all layers, for IsoScore, TwoNN, centred MEV and "
-                          "the cross-text cosine histogram (auto: a 256 MB budget, at most 4096; 0 = off)."),
+                          "the cross-text cosine histogram (auto: a 256 MB budget, at most 1024; 0 = off)."),
         click.option("--nonfinite", type=click.Choice(["error", "exclude"]), default="error", show_default=True,
                      help="NaN/inf hidden states: stop with a message, or drop those tokens."),
         click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,
