@@ -99,7 +99,7 @@ def compare_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-
         if any("cross_mean_cos" in r.layers for r in results):  # the line styles, in grey
             handles += [Line2D([], [], color="grey"), Line2D([], [], color="grey", ls="--", lw=1.0)]
             names += ["within a text", "across texts"]
-        cos_ax.legend(handles, names, fontsize=7, frameon=False)
+        cos_ax.legend(handles, names, fontsize=7, frameon=True, framealpha=0.85)
     return fig
 
 

@@ -9,6 +9,7 @@ retry may drop it), then ``add`` once every layer of the batch was measured.
 from __future__ import annotations
 
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -55,6 +56,7 @@ class CorpusLevel:
         self.k, self.dim, self.seed, self.paper, self.start_at = k, dim, seed, paper, start_at
         self.cross = {i: CrossTextAccumulator() for i in layers}
         self.sample = {i: self._new_sample() for i in layers} if k else {}
+        self.finalize_seconds = 0.0  # the sample's end-of-run cost, all layers (run.json)
 
     def _new_sample(self) -> TokenSampleAccumulator:
         return TokenSampleAccumulator(self.k, self.dim, seed=self.seed)
@@ -96,7 +98,9 @@ class CorpusLevel:
         cols = self.cross[i].finalize(within_mean_cos)
         if not self.k:
             return cols, None
+        start = time.perf_counter()
         sampled, density = self.sample[i].finalize()
+        self.finalize_seconds += time.perf_counter() - start
         return {**cols, **sampled}, density
 
     def record(self, columns: dict[str, float] | None) -> dict[str, Any]:
@@ -106,7 +110,7 @@ class CorpusLevel:
         tokens, texts = ((math.nan, math.nan) if columns is None else
                          (columns.get("sample_tokens", math.nan), columns.get("sample_texts", math.nan)))
         return {"k": self.k, "tokens": _int(tokens), "texts": _int(texts), "seed": self.seed,
-                "position_0": "left out"}
+                "position_0": "left out", "finalize_seconds": round(self.finalize_seconds, 3)}
 
 
 def _int(value: float) -> int | None:
