@@ -15,6 +15,7 @@ from condense.metrics.cross_text import ROGUE_TOP
 from condense.metrics.token_sample import token_keys
 from condense.probing.corpus_level import sample_size
 from tests.reference import cross_text_reference, hidden_states, unit
+from tests.test_paper_mode import docs_jsonl_module, near_zero_gpt2  # noqa: F401  (fixtures)
 
 SMALL = dict(num_seqs=6, max_length=40, quiet=True, spectrum_seqs=0)
 EXACT = ("cross_mean_cos", "cross_mean_cos_text_weighted", "corpus_resultant_length", "cross_n_pairs")
@@ -178,3 +179,13 @@ def test_default_sample_size_follows_the_memory_budget(tiny_gpt2, docs_jsonl):
 def test_bad_corpus_sample_is_one_clear_error(tiny_gpt2, value):
     with pytest.raises(CondenseError, match=r"bad --corpus-sample .*0 to turn the sample off, or auto"):
         condense.probe(str(tiny_gpt2), corpus_sample=value, **SMALL)
+
+
+def test_paper_mode_floors_norms_at_1e3(near_zero_gpt2, docs_jsonl_module):
+    """A token of norm 1e-5 at entry 0: the paper's floor (1e-3) shrinks its unit vector to 1e-2, the pooled one would not."""
+    result = condense.probe(str(near_zero_gpt2), corpus=str(docs_jsonl_module), aggregate="paper", paper_ragged=True,
+                            precision="float64", batch_size=3, layers="0", **SMALL)
+    states = hidden_states(near_zero_gpt2, str(docs_jsonl_module), 40, 6)
+    per_layer = counted_rows(states, paper=True, drop_first=False)
+    assert min(np.linalg.norm(x, axis=1).min() for x in per_layer[0]) < 1e-4  # the planted token is there
+    check_exact(result, per_layer, 1e-3, 1e-10)
