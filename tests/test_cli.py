@@ -26,6 +26,8 @@ def test_probe_then_show(tiny_gpt2, docs_jsonl, tmp_path):
     assert meta["settings"]["layers"] == "0:4:2" and meta["counts"]["sequences"] == 4
     s = run("show", out)
     assert s.returncode == 0 and "Spearman" in s.stdout and "mean_cos" in s.stdout
+    assert "cross_mean_cos" in s.stdout and "isoscore" in s.stdout and "token sample:" in s.stdout
+    assert meta["corpus_sample"]["k"] > 0 and meta["corpus_sample"]["texts"] == 4
     assert not [f for f in tmp_path.iterdir() if f.name.startswith(".")]  # no temp folder left
 
 
@@ -42,6 +44,9 @@ BAD = [
     (["probe", "TINY", "--num-seqs", 0], "bad --num-seqs 0"),
     (["probe", "TINY", "--max-length", -5], "bad --max-length -5"),
     (["probe", "TINY", "--batch-size", 0], "bad --batch-size 0"),
+    (["probe", "TINY", "--corpus-sample", -1], "bad --corpus-sample -1: give a number of tokens >= 16"),
+    (["probe", "TINY", "--corpus-sample", 8], "bad --corpus-sample 8"),
+    (["probe", "TINY", "--corpus-sample", "lots"], "'lots' is not an integer or auto"),
     (["probe", "TINY", "--corpus", "EMPTY"], "no usable text"),
     (["probe", "TINY", "--corpus", "nonsense-preset"], "unknown corpus 'nonsense-preset'"),
     (["probe", "TINY", "--corpus", "imdb"], "cannot read corpus preset 'imdb'"),

@@ -30,6 +30,11 @@ def test_heatmap_figure_axes_and_colour_scale(runs):
     assert heat.get_xlabel() == "layer fraction" and heat.get_ylabel() == "cosine similarity"
     assert "Spearman" in heat.get_title() and bar.get_ylabel() == "density"
     assert heat.collections[0].get_clim() == (0.0, 5.0)
+    result = condense.load(runs["gpt2"])
+    within, across = heat.lines
+    np.testing.assert_allclose(within.get_ydata(), result.layers["mean_cos"])
+    np.testing.assert_allclose(across.get_ydata(), result.layers["cross_mean_cos"])
+    assert [t.get_text() for t in heat.get_legend().get_texts()] == ["mean, within a text", "mean, across texts"]
     matplotlib.pyplot.close(fig)
 
 
@@ -41,8 +46,11 @@ def test_compare_figure_shares_one_colour_scale(runs):
     titles = [ax.get_title() for ax in fig.axes]
     assert "condensation by depth" in titles and "cone half-angle" in titles
     overlay = next(ax for ax in fig.axes if ax.get_title() == "condensation by depth")
-    assert len(overlay.lines) == 3
+    assert len(overlay.lines) == 6  # per run: within a text (solid), across texts (dashed)
     np.testing.assert_allclose(overlay.lines[0].get_ydata(), results[0].layers["mean_cos"])
+    np.testing.assert_allclose(overlay.lines[1].get_ydata(), results[0].layers["cross_mean_cos"])
+    assert overlay.lines[1].get_linestyle() == "--"
+    assert [t.get_text() for t in overlay.get_legend().get_texts()][-2:] == ["within a text", "across texts"]
     assert sum(ax.get_ylabel() == "density" for ax in fig.axes) == 1  # one shared colour bar
 
 

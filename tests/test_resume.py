@@ -6,6 +6,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -41,6 +42,17 @@ def test_interrupt_then_resume_matches_uninterrupted(tiny_models, tmp_path, sig)
     assert resumed.returncode == 0, resumed.stderr
     assert (out / "layers.csv").read_bytes() == (tmp_path / "whole" / "layers.csv").read_bytes()
     assert not checkpoint.exists()
+    assert_same_corpus_level(out, tmp_path / "whole")
+
+
+def assert_same_corpus_level(folder, whole) -> None:
+    """The cross-text columns and the token sample (columns and density) survived the resume unchanged."""
+    header = (folder / "layers.csv").read_text().splitlines()[0].split(",")
+    assert "cross_mean_cos" in header and "rogue_dim_1" in header and "isoscore" in header
+    with np.load(folder / "histograms.npz") as a, np.load(whole / "histograms.npz") as b:
+        np.testing.assert_array_equal(a["cross_density"], b["cross_density"])
+    assert json.loads((folder / "run.json").read_text())["corpus_sample"] == \
+        json.loads((whole / "run.json").read_text())["corpus_sample"]
 
 
 def test_resume_refuses_a_checkpoint_from_other_settings(tiny_models, tmp_path):
@@ -83,6 +95,7 @@ def test_sigkill_after_a_periodic_checkpoint_resumes_to_identical_numbers(tiny_m
     assert json.loads((out / "run.json").read_text())["resumed_from_sequence"] == done
     assert (out / "layers.csv").read_bytes() == (tmp_path / "whole" / "layers.csv").read_bytes()
     assert not checkpoint.exists()
+    assert_same_corpus_level(out, tmp_path / "whole")
 
 
 def test_checkpoint_plan_interval(monkeypatch, tmp_path):

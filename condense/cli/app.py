@@ -22,8 +22,8 @@ def cli() -> None:
     """Measure embedding condensation: how token vectors crowd into a cone, layer by layer."""
 
 
-class BatchSize(click.ParamType):
-    """A positive integer or ``auto``."""
+class IntOrAuto(click.ParamType):
+    """An integer or ``auto`` (the setting's validation checks the range)."""
 
     name = "INTEGER|auto"
 
@@ -45,7 +45,7 @@ def probe_options(f):
         click.option("--text-field", default="text", show_default=True, help="JSONL field holding the text."),
         click.option("--num-seqs", type=int, default=100, show_default=True, help="Sequences to probe."),
         click.option("--max-length", type=int, default=512, show_default=True, help="Tokens per sequence."),
-        click.option("--batch-size", type=BatchSize(), default="auto", show_default=True,
+        click.option("--batch-size", type=IntOrAuto(), default="auto", show_default=True,
                      help="Sequences per forward pass, or auto (CPU: ~512 tokens a batch; accelerators: 64, "
                           "halved on out-of-memory)."),
         click.option("--shuffle/--no-shuffle", default=False, help="Random document order (by --seed)."),
@@ -64,6 +64,9 @@ def probe_options(f):
                      help="Sequences used for MEV/entropy/effective rank/HF-LF (0 = skip)."),
         click.option("--bootstrap", type=int, default=0, show_default=True,
                      help="Bootstrap resamples over sequences for CIs (0 = none)."),
+        click.option("--corpus-sample", type=IntOrAuto(), default="auto", show_default=True,
+                     help="Tokens in the seeded sample shared by all layers, for IsoScore, TwoNN, centred MEV and "
+                          "the cross-text cosine histogram (auto: a 256 MB budget, at most 1024; 0 = off)."),
         click.option("--nonfinite", type=click.Choice(["error", "exclude"]), default="error", show_default=True,
                      help="NaN/inf hidden states: stop with a message, or drop those tokens."),
         click.option("--precision", type=click.Choice(["float32", "float64"]), default="float32", show_default=True,

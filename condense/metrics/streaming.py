@@ -32,6 +32,7 @@ __all__ = [
     "upper_pair_sums",
     "fine_histogram",
     "PAIR_BLOCK",
+    "PAPER_NORM_FLOOR",
 ]
 
 HIST_BINS = 128  # the paper's heatmap resolution on [-1, 1]

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import matplotlib.pyplot as plt
 import numpy as np
 import seaborn as sns
+from matplotlib.lines import Line2D
 
 from condense.plotting.heatmap import draw_heatmap
 
@@ -70,7 +71,8 @@ def _figure_with_heatmap_row(results, columns: int, min_width: float, vmax: floa
 def compare_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-1.0, 1.0),
                    style: str = "whitegrid", labels: Sequence[str] | None = None):
     """Heatmaps side by side on one colour scale (top row), then two overlay panels:
-    mean cosine similarity vs layer fraction, and mean cone half-angle vs layer fraction.
+    mean cosine similarity vs layer fraction (within a text solid, across texts dashed, where the
+    runs have ``cross_mean_cos``), and mean cone half-angle vs layer fraction.
 
     Each heatmap's title carries the run's Spearman and Kendall trend. ``labels``: one per
     result, shown verbatim (default: :func:`distinct_labels`). Returns the Figure.
@@ -88,10 +90,16 @@ def compare_figure(results: Sequence["ProbeResult"], vmax: float = 10.0, ylim=(-
         for r, c in zip(results, colours):
             x = r.layers["layer_fraction"]
             cos_ax.plot(x, r.layers["mean_cos"], marker="o", ms=3, color=c, label=r.name)
+            if "cross_mean_cos" in r.layers:
+                cos_ax.plot(x, r.layers["cross_mean_cos"], ls="--", lw=1.0, color=c)
             angle_ax.plot(x, r.layers["cone_half_angle_mean_deg"], marker="o", ms=3, color=c, label=r.name)
         cos_ax.set(xlabel="layer fraction", ylabel="mean cosine similarity", title="condensation by depth")
         angle_ax.set(xlabel="layer fraction", ylabel="cone half-angle (deg, mean)", title="cone half-angle")
-        cos_ax.legend(fontsize=7, frameon=False)
+        handles, names = cos_ax.get_legend_handles_labels()
+        if any("cross_mean_cos" in r.layers for r in results):  # the line styles, in grey
+            handles += [Line2D([], [], color="grey"), Line2D([], [], color="grey", ls="--", lw=1.0)]
+            names += ["within a text", "across texts"]
+        cos_ax.legend(handles, names, fontsize=7, frameon=True, framealpha=0.85)
     return fig
 
 

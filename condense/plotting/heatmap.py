@@ -28,7 +28,8 @@ def layer_edges(fractions: np.ndarray) -> np.ndarray:
 
 def draw_heatmap(result: "ProbeResult", ax, vmin: float = 0.0, vmax: float = 10.0, cmap: str = "Reds",
                  ylim: tuple[float, float] = (-1.0, 1.0), title: str | None = None):
-    """Draw density (colour) of cosine similarity (y) per layer fraction (x) on ``ax``.
+    """Draw density (colour) of cosine similarity (y) per layer fraction (x) on ``ax``, with the mean
+    cosine within a text (black dashed) and, where the run has it, across texts (blue dotted).
 
     Returns the QuadMesh so callers can share one colour bar. The paper uses "Reds" on 0..10.
     """
@@ -36,7 +37,10 @@ def draw_heatmap(result: "ProbeResult", ax, vmin: float = 0.0, vmax: float = 10.
     mesh = ax.pcolormesh(x, result.bin_edges, result.histograms.T, cmap=cmap, vmin=vmin, vmax=vmax,
                          shading="flat", rasterized=True)
     ax.plot(result.layers["layer_fraction"], result.layers["mean_cos"], color="black", lw=1.0, ls="--",
-            label="mean")
+            label="mean, within a text")
+    if "cross_mean_cos" in result.layers:  # runs before the cross-text columns have none
+        ax.plot(result.layers["layer_fraction"], result.layers["cross_mean_cos"], color="tab:blue", lw=1.4,
+                ls=":", label="mean, across texts")
     ax.set_ylim(*ylim)
     ax.set_xlim(x[0], x[-1])
     ax.set_xlabel("layer fraction")
@@ -58,6 +62,8 @@ def heatmap_figure(result: "ProbeResult", vmax: float = 10.0, cmap: str = "Reds"
         mesh = draw_heatmap(result, ax, vmax=vmax, cmap=cmap, ylim=ylim, **kwargs)
         ax.grid(False)
         fig.colorbar(mesh, ax=ax, label="density")
+        if "cross_mean_cos" in result.layers:
+            ax.legend(fontsize=7, frameon=False, loc="lower right")
     return fig
 
 

@@ -24,6 +24,7 @@ from condense.metrics.trend import bootstrap_mean_cos, depth_trend, gaussian_bas
 from condense.probing.batching import Batch, auto_batch_start, forward_batches
 from condense.probing.checkpoint import (CheckpointPlan, ProbeInterrupted, load_checkpoint, save_checkpoint,
                                         stop_requests)
+from condense.probing.corpus_level import CorpusLevel, check_corpus_sample, sample_size
 from condense.probing.corpus import (build_sequences, is_corpus_spec, read_documents, read_rows, texts_corpus,
                                      token_hash)
 from condense.probing.extract import HiddenStateReader
@@ -66,6 +67,7 @@ class ProbeSettings:
     bootstrap: int = 0
     nonfinite: str = "error"
     precision: str = "float32"
+    corpus_sample: int | str = "auto"
 
     def validate(self) -> None:
         for name in ("num_seqs", "max_length", "batch_size"):
@@ -82,6 +84,7 @@ class ProbeSettings:
                 raise CondenseError(f"bad --{name} {getattr(self, name)!r}: use {' or '.join(allowed)}")
         if self.spectrum_seqs < 0 or self.bootstrap < 0:
             raise CondenseError("--spectrum-seqs and --bootstrap must be >= 0")
+        check_corpus_sample(self.corpus_sample)
         if self.shuffle and self.sampler == "paper":
             raise CondenseError("--shuffle goes with --sampler sequential: the paper's sampler draws its own random starts")
         if self.bootstrap and self.aggregate == "paper":
@@ -183,8 +186,10 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
         state = {"done": 0, "elapsed": 0.0, "batch_size": None, "center": center,
                  "cosine": {i: (PaperCosineAccumulator(seq_len - cfg.exclude_first_token, cfg.paper_ragged)
                                 if cfg.aggregate == "paper" else PooledCosineAccumulator()) for i in layers},
-                 "geometry": {i: TokenGeometryAccumulator(dim, cfg.spectrum_seqs) for i in layers}}
-    cosine, geometry = state["cosine"], state["geometry"]
+                 "geometry": {i: TokenGeometryAccumulator(dim, cfg.spectrum_seqs) for i in layers},
+                 "corpus": CorpusLevel(layers, dim, sample_size(cfg.corpus_sample, len(layers), dim), cfg.seed,
+                                       cfg.aggregate == "paper", int(cfg.exclude_first_token))}
+    cosine, geometry, corpus = state["cosine"], state["geometry"], state["corpus"]
     resumed_from = state["done"] or None
     earlier_seconds = state["elapsed"]  # probing time of the sessions before a resume
     used: dict = {"batch_size": state["batch_size"]} if state["batch_size"] else {}
@@ -200,7 +205,7 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
 
     @torch.inference_mode()
     @_one_thread
-    def measure(batch: Batch, i: int, hidden: torch.Tensor) -> tuple[dict, dict]:
+    def measure(batch: Batch, i: int, hidden: torch.Tensor) -> tuple[dict, dict, dict]:
         h, mask, attention, norms = _prepare(hidden, batch, cfg, i, geometry_dtype, center)
         unit = h * (mask / norms.clamp_min(1e-8)).unsqueeze(-1)  # unit rows, zero where not counted
         if cfg.aggregate == "paper":
@@ -209,7 +214,8 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
         else:  # the spectrum's Gram matrices come from the pair products (pooled mode counts the same tokens)
             pairs = cosine[i].measure(unit, mask, keep=geometry[i].spectrum_rows(mask))
             upper = pairs.pop("upper", None)
-        return pairs, geometry[i].measure(h, mask, batch.positions, unit, norms, upper, spectra=spectra)
+        across = corpus.measure(i, h, unit, norms, mask, attention, batch.positions, batch.offset)
+        return pairs, geometry[i].measure(h, mask, batch.positions, unit, norms, upper, spectra=spectra), across
 
     def save() -> None:
         state.update(batch_size=used.get("batch_size"), elapsed=earlier_seconds + time.perf_counter() - start)
@@ -228,6 +234,7 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
             for i in layers:  # a batch counts only once every selected layer of it was measured
                 cosine[i].add(measured[i][0])
                 geometry[i].add(measured[i][1])
+                corpus.add(i, measured[i][2])
             del measured
             state["done"] = batch.offset + batch.ids.shape[0]
             unfinished = state["done"] < len(sequences)
@@ -245,7 +252,7 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
         raise CondenseError("no token survived the masks (every sequence has < 2 counted tokens); try --keep-special-tokens")
     facts = {"batch_size_used": used.get("batch_size"), "seconds": earlier_seconds + time.perf_counter() - start,
              "resumed_from": resumed_from}
-    return _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, facts)
+    return _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, corpus, dim, facts)
 
 
 def _sequences(cfg: ProbeSettings, tokenizer, documents, rows) -> list:
@@ -353,13 +360,16 @@ def _corpus_means(reader, loaded, sequences, cfg, layers, dtype) -> dict[int, to
     return {i: s / max(count, 1) for i, s in sums.items()}
 
 
-def _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, facts) -> ProbeResult:
+def _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, corpus, dim, facts) -> ProbeResult:
     n_entries = reader.n_entries
-    rows, densities, seq_sums, seq_counts = [], [], [], []
+    rows, densities, cross_densities, seq_sums, seq_counts = [], [], [], [], []
     for i in layers:
         stats = cosine[i].finalize()
-        rows.append({"layer": i, "layer_fraction": i / (n_entries - 1), **stats.columns, **geometry[i].finalize()})
+        across, cross_density = corpus.finalize(i, stats.columns["mean_cos"])
+        rows.append({"layer": i, "layer_fraction": i / (n_entries - 1), **stats.columns, **across,
+                     **geometry[i].finalize()})
         densities.append(stats.density)
+        cross_densities.append(cross_density)
         seq_sums.append(stats.seq_pair_sums)
         seq_counts.append(stats.seq_pair_counts)
     table = pd.DataFrame(rows)
@@ -389,12 +399,14 @@ def _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, dim, fac
         "first_documents": [s.documents[0] for s in sequences[:5]],
         "sequence_starts": [s.start_row for s in sequences],
         "trend": {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in trend.items()},
+        "corpus_sample": corpus.record(rows[0] if rows else None),
         "batch_size_used": facts["batch_size_used"],
         "resumed_from_sequence": facts["resumed_from"],
         "wall_seconds": round(facts["seconds"], 3),
         "versions": _versions(),
     }
-    return ProbeResult(table, np.stack(densities), trend, run)
+    return ProbeResult(table, np.stack(densities), trend, run,
+                       cross_histograms=np.stack(cross_densities) if corpus.k else None)
 
 
 def _versions() -> dict[str, str]:

@@ -27,6 +27,8 @@ class ProbeResult:
 
     layers: one row per selected hidden-state entry (columns: docs/concepts/metrics.md).
     histograms: [n_layers, 128] density of pairwise cosine similarity on [-1, 1] (HIST_EDGES).
+    cross_histograms: [n_layers, 128] density of the cosine of sampled token pairs from different
+    texts on the same bins (None when the run's ``corpus_sample`` was 0, or for older runs).
     trend: Spearman/Kendall of mean_cos vs layer, means over the last N layers, bootstrap CIs.
     run: the manifest written as run.json (model, settings, counts, token hash, versions).
     """
@@ -36,6 +38,7 @@ class ProbeResult:
     trend: dict[str, Any]
     run: dict[str, Any]
     label: str | None = None
+    cross_histograms: np.ndarray | None = None
 
     @property
     def name(self) -> str:
@@ -66,8 +69,9 @@ class ProbeResult:
         """
         with atomic_folder(Path(folder)) as tmp:
             self.layers.to_csv(tmp / "layers.csv", index=False, float_format="%.10g")
+            extra = {} if self.cross_histograms is None else {"cross_density": self.cross_histograms}
             np.savez(tmp / "histograms.npz", bin_edges=HIST_EDGES, density=self.histograms,
-                     layers=self.layers["layer"].to_numpy())
+                     layers=self.layers["layer"].to_numpy(), **extra)
             (tmp / "run.json").write_text(json.dumps(_jsonable(self.run), indent=2, sort_keys=False) + "\n")
             if heatmap:
                 import matplotlib.pyplot as plt
@@ -102,15 +106,17 @@ class ProbeResult:
             layers = pd.read_csv(folder / "layers.csv", keep_default_na=False, na_values=["", "nan", "NaN"])
             with np.load(folder / "histograms.npz") as npz:
                 density = npz["density"]
+                cross = npz["cross_density"] if "cross_density" in npz.files else None
         except (ValueError, OSError, KeyError) as err:
             raise CondenseError(f"run folder {str(folder)!r} has a corrupt file ({type(err).__name__}: {_short(err)})") from None
-        if density.shape != (len(layers), len(HIST_EDGES) - 1) or "mean_cos" not in layers:
+        shape = (len(layers), len(HIST_EDGES) - 1)
+        if density.shape != shape or "mean_cos" not in layers or (cross is not None and cross.shape != shape):
             raise CondenseError(f"run folder {str(folder)!r} is inconsistent (histograms do not match layers.csv)")
         if "massive_positions" in layers:
             positions = layers["massive_positions"].astype(object)
             layers["massive_positions"] = positions.where(positions.notna(), "").astype(str)
         trend = {k: (math.nan if v is None else v) for k, v in run.get("trend", {}).items()}
-        return cls(layers, density, trend, run)
+        return cls(layers, density, trend, run, cross_histograms=cross)
 
     def plot(self, **kwargs: Any):
         """The paper-style heatmap (x layer fraction, y cosine similarity, colour density)."""
@@ -120,8 +126,8 @@ class ProbeResult:
 
     def summary(self) -> str:
         """The table's key columns and the trend, as text (what `condense show` prints)."""
-        cols = ["layer", "layer_fraction", "mean_cos", "std_cos", "q50_cos", "cone_half_angle_mean_deg",
-                "mean_pair_angle_deg", "n_tokens"]
+        cols = ["layer", "layer_fraction", "mean_cos", "cross_mean_cos", "std_cos", "q50_cos",
+                "cone_half_angle_mean_deg", "mean_pair_angle_deg", "n_tokens"]
         table = self.layers[[c for c in cols if c in self.layers]].to_string(index=False, float_format="%.4f")
         t = self.trend
         lines = [
@@ -133,10 +139,36 @@ class ProbeResult:
                 f"{k[4:] or k}={_fmt(v)}" for k, v in t.items() if k.startswith("last")
             ),
         ]
+        corpus = self._corpus_table()
+        if corpus:
+            lines += corpus
         if "spearman_ci_low" in t:
             lines.append(f"bootstrap 95% CI: Spearman [{_fmt(t['spearman_ci_low'])}, {_fmt(t['spearman_ci_high'])}], "
                          f"Kendall [{_fmt(t['kendall_ci_low'])}, {_fmt(t['kendall_ci_high'])}]")
         return "\n".join(lines)
+
+
+    def _corpus_table(self) -> list[str]:
+        """Lines of the corpus-level columns (tokens of different texts) beside their isotropic baselines."""
+        if "cross_mean_cos" not in self.layers:
+            return []
+        t = self.layers
+        shown = {"layer": t["layer"], "cross_mean_cos": t["cross_mean_cos"],
+                 "iso_sd": t["gauss_cross_mean_cos_sd"], "text_weighted": t["cross_mean_cos_text_weighted"],
+                 "resultant": t["corpus_resultant_length"], "iso_resultant": t["gauss_corpus_resultant_length"],
+                 "rogue_dim": t["rogue_dim_1"].map(lambda v: "" if v != v else str(int(v))),
+                 "rogue_share": t["rogue_share_1"]}
+        for key, base in (("isoscore", "gauss_isoscore"), ("twonn_id", "gauss_twonn_id"), ("mev_centred", None),
+                          ("sample_cross_mean_cos", None)):
+            if key in t:
+                shown[key] = t[key]
+                if base and base in t:
+                    shown[f"iso_{key}"] = t[base]
+        sample = self.run.get("corpus_sample") or {}
+        about = (f"token sample: {sample.get('tokens')} tokens (K = {sample['k']}) from {sample.get('texts')} texts"
+                 if sample.get("k") else "token sample: off (--corpus-sample 0)")
+        return ["corpus level, tokens of different texts (iso_: isotropic Gaussian baseline; " + about + ")",
+                pd.DataFrame(shown).to_string(index=False, float_format="%.4f")]
 
 
 def load(folder: str | Path) -> ProbeResult:
