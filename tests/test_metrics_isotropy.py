@@ -116,7 +116,9 @@ def reference_twonn(x: np.ndarray, discard_fraction: float = 0.1) -> float:
 @pytest.mark.parametrize("n, dim", [(1000, 3), (700, 12), (1300, 40)])
 def test_twonn_matches_direct_implementation(n, dim):
     x = anisotropic(n, dim, seed=dim)
-    x = np.concatenate([x, x[:25], x[:5]])  # duplicates: r1 = 0 for them, they still neighbour others
+    near = x[30:40].copy()
+    near[:, 1:] += 0.01  # ties in the first coordinate only: not duplicates
+    x = np.concatenate([x, x[:25], x[:5], near])  # duplicates: r1 = 0 for them, they still neighbour others
     assert twonn_id(x) == pytest.approx(reference_twonn(x), rel=1e-9)
     assert twonn_id(x, discard_fraction=0.3) == pytest.approx(reference_twonn(x, 0.3), rel=1e-9)
 
