@@ -205,3 +205,24 @@ def test_sample_measures_equal_the_single_functions():
     np.testing.assert_array_equal(fine, cross_text_cosine_histogram(u, texts, bins=FINE_BINS))
     empty, counts = sample_measures(x[:1], texts[:1])
     assert all(math.isnan(v) for k, v in empty.items() if k != "cross_pairs") and counts.sum() == 0
+
+
+def test_duplicate_rows_are_grouped_exactly_and_get_distance_zero():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((40, 5))
+    x[10, 0] = x[3, 0]  # a tie in the first coordinate only
+    x[20] = x[4]
+    x[21] = x[4]  # a triple
+    x[30] = x[0]
+    t = torch.as_tensor(x)
+    groups = isotropy._duplicate_groups(t)
+    same = (t[:, None, :] == t[None, :, :]).all(dim=2)
+    assert torch.equal(groups[:, None] == groups[None, :], same)
+    # a Gram matrix whose round-off leaves duplicates a hair apart: they still get r1 = 0 exactly
+    xc = t - t.mean(dim=0)
+    noisy = xc @ xc.T + 1e-9 * torch.as_tensor(rng.standard_normal((40, 40))).abs()
+    noisy = (noisy + noisy.T) / 2
+    r = isotropy._two_nearest(noisy, groups, [40])[40]
+    duplicated = same.sum(dim=1) > 1
+    assert bool((r[duplicated, 0] == 0).all()) and bool((r[~duplicated, 0] > 0).all())
+    assert bool((r[[4, 20, 21], 1] == 0).all())  # a triple's second neighbour is a copy too
