@@ -116,7 +116,9 @@ def reference_twonn(x: np.ndarray, discard_fraction: float = 0.1) -> float:
 @pytest.mark.parametrize("n, dim", [(1000, 3), (700, 12), (1300, 40)])
 def test_twonn_matches_direct_implementation(n, dim):
     x = anisotropic(n, dim, seed=dim)
-    x = np.concatenate([x, x[:25], x[:5]])  # duplicates: r1 = 0 for them, they still neighbour others
+    near = x[30:40].copy()
+    near[:, 1:] += 0.01  # ties in the first coordinate only: not duplicates
+    x = np.concatenate([x, x[:25], x[:5], near])  # duplicates: r1 = 0 for them, they still neighbour others
     assert twonn_id(x) == pytest.approx(reference_twonn(x), rel=1e-9)
     assert twonn_id(x, discard_fraction=0.3) == pytest.approx(reference_twonn(x, 0.3), rel=1e-9)
 
@@ -203,3 +205,24 @@ def test_sample_measures_equal_the_single_functions():
     np.testing.assert_array_equal(fine, cross_text_cosine_histogram(u, texts, bins=FINE_BINS))
     empty, counts = sample_measures(x[:1], texts[:1])
     assert all(math.isnan(v) for k, v in empty.items() if k != "cross_pairs") and counts.sum() == 0
+
+
+def test_duplicate_rows_are_grouped_exactly_and_get_distance_zero():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((40, 5))
+    x[10, 0] = x[3, 0]  # a tie in the first coordinate only
+    x[20] = x[4]
+    x[21] = x[4]  # a triple
+    x[30] = x[0]
+    t = torch.as_tensor(x)
+    groups = isotropy._duplicate_groups(t)
+    same = (t[:, None, :] == t[None, :, :]).all(dim=2)
+    assert torch.equal(groups[:, None] == groups[None, :], same)
+    # a Gram matrix whose round-off leaves duplicates a hair apart: they still get r1 = 0 exactly
+    xc = t - t.mean(dim=0)
+    noisy = xc @ xc.T + 1e-9 * torch.as_tensor(rng.standard_normal((40, 40))).abs()
+    noisy = (noisy + noisy.T) / 2
+    r = isotropy._two_nearest(noisy, groups, [40])[40]
+    duplicated = same.sum(dim=1) > 1
+    assert bool((r[duplicated, 0] == 0).all()) and bool((r[~duplicated, 0] > 0).all())
+    assert bool((r[[4, 20, 21], 1] == 0).all())  # a triple's second neighbour is a copy too

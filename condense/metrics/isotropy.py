@@ -59,7 +59,7 @@ def _top_eigenvalue(gram: torch.Tensor) -> float:
         return float(torch.linalg.eigvalsh(gram)[-1])
     # a seeded start: the all-ones vector lies in the null space of a centred Gram matrix
     start = np.random.default_rng(0).standard_normal(gram.shape[0])
-    return float(scipy.sparse.linalg.eigsh(gram.numpy(), k=1, which="LA", v0=start)[0][0])
+    return float(scipy.sparse.linalg.eigsh(gram.numpy(), k=1, which="LA", v0=start, tol=1e-10)[0][0])
 
 
 def isoscore(x: np.ndarray | torch.Tensor) -> float:
@@ -94,8 +94,22 @@ def mev_centred(x: np.ndarray | torch.Tensor) -> float:
 
 
 def _duplicate_groups(x: torch.Tensor) -> torch.Tensor:
-    """One id per row, equal for bitwise-equal rows: their distance is exactly 0, not Gram round-off."""
-    return torch.unique(x, dim=0, return_inverse=True)[1]
+    """One id per row, equal for bitwise-equal rows: their distance is exactly 0, not Gram round-off.
+
+    Only rows whose first entry ties with another row's can be equal; ``unique`` runs on those alone
+    (sorting all N rows of D entries would cost a second a layer at N = D = 4096).
+    """
+    n = x.shape[0]
+    groups = torch.arange(n)
+    order = torch.sort(x[:, 0]).indices
+    ties = x[order[1:], 0] == x[order[:-1], 0]
+    candidate = torch.zeros(n, dtype=torch.bool)
+    candidate[order[1:][ties]] = True
+    candidate[order[:-1][ties]] = True
+    rows = candidate.nonzero().squeeze(1)
+    if len(rows):
+        groups[rows] = n + torch.unique(x[rows], dim=0, return_inverse=True)[1]
+    return groups
 
 
 def _two_nearest(gram: torch.Tensor, groups: torch.Tensor, sizes: list[int]) -> dict[int, torch.Tensor]:
