@@ -208,7 +208,7 @@ class TokenSampleAccumulator:
         kept = {name: getattr(self, name).cpu() for name in ("keys", "texts", "positions")}
         return {**self.__dict__, **kept, "buffer": self.vectors.cpu(), "slots": torch.arange(len(self.keys))}
 
-    def finalize(self) -> tuple[dict[str, float], np.ndarray]:
+    def finalize(self, pairs: list[torch.Tensor] | None = None) -> tuple[dict[str, float], np.ndarray]:
         """Columns :data:`SAMPLE_COLUMNS` and the density [HIST_BINS] of the cross-text cosines.
 
         On the CPU in float64: :func:`~condense.metrics.isotropy.sample_measures` of the kept vectors
@@ -219,9 +219,12 @@ class TokenSampleAccumulator:
         (counts / (total * bin width 2/128), integrating to 1 on [-1, 1]; zeros without pairs).
         The Gaussian baselines use seed 0 whatever the sample's seed, so runs stay comparable.
         NaN where the sample is too small (2 tokens for IsoScore, 3 for TwoNN, 2 texts for cosines).
+        ``pairs``: :func:`~condense.metrics.isotropy.cross_pair_index` of :attr:`texts`, if the caller
+        has it (every layer's sample holds the same tokens).
         """
         n = len(self.keys)
-        measures, fine = sample_measures(self.vectors.cpu().double(), self.texts.cpu(), nested=(1, 2, 4))
+        measures, fine = sample_measures(self.vectors.cpu().double(), self.texts.cpu(), nested=(1, 2, 4),
+                                         pairs=pairs)
         cols = {
             "isoscore": measures["isoscore"],
             "gauss_isoscore": gauss_isoscore(n, self.dim) if n >= 2 else math.nan,
