@@ -61,12 +61,9 @@ class CorpusLevel:
     def __init__(self, layers: list[int], dim: int, k: int, seed: int, paper: bool, start_at: int) -> None:
         self.k, self.dim, self.seed, self.paper, self.start_at = k, dim, seed, paper, start_at
         self.cross = {i: CrossTextAccumulator() for i in layers}
-        self.sample = {i: self._new_sample() for i in layers} if k else {}
+        self.sample = {i: TokenSampleAccumulator(k, dim, seed=seed) for i in layers} if k else {}
         self.finalize_seconds = 0.0  # the sample's end-of-run wall time, all layers (run.json)
         self._pending: dict[int, Future] = {}
-
-    def _new_sample(self) -> TokenSampleAccumulator:
-        return TokenSampleAccumulator(self.k, self.dim, seed=self.seed)
 
     def counted(self, mask: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """The tokens this convention counts [B, T]: the pooled mask, or the paper's attended tokens."""
@@ -78,7 +75,7 @@ class CorpusLevel:
 
     def measure(self, i: int, hidden: torch.Tensor, unit: torch.Tensor, norms: torch.Tensor, mask: torch.Tensor,
                 attention: torch.Tensor, positions: torch.Tensor, offset: int) -> dict:
-        """One batch of layer ``i``: its cross-text sums and its own small sample (merged by :meth:`add`).
+        """One batch of layer ``i``: its cross-text sums and its sample candidates (kept by :meth:`add`).
 
         hidden [B, T, D] in the geometry dtype; ``unit`` the pooled unit rows (zero where ``mask`` is
         False); ``norms`` [B, T]; ``offset`` the global index of the batch's first text, so a text
@@ -89,16 +86,14 @@ class CorpusLevel:
             unit = hidden * (counted / norms.clamp_min(PAPER_NORM_FLOOR)).unsqueeze(-1)
         part = {"cross": self.cross[i].measure(unit, counted)}
         if self.k:
-            sample = self._new_sample()
             texts = torch.arange(offset, offset + hidden.shape[0], dtype=torch.int64, device=hidden.device)
-            sample.update(hidden, counted, texts, positions)
-            part["sample"] = sample
+            part["sample"] = self.sample[i].select(hidden, counted, texts, positions)
         return part
 
     def add(self, i: int, part: dict) -> None:
         self.cross[i].add(part["cross"])
         if self.k:
-            self.sample[i].merge(part["sample"])
+            self.sample[i].add(part["sample"])
 
     def start_samples(self, pool: WorkerPool) -> None:
         """Start every layer's sample statistics on ``pool``'s threads (one torch thread each, where
