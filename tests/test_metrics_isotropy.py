@@ -10,6 +10,7 @@ from scipy.spatial import cKDTree
 from condense.metrics import max_explainable_variance
 from condense.metrics import isotropy
 from condense.metrics.isotropy import (
+    cross_pair_index,
     cross_text_cosine_histogram,
     cross_text_cosines,
     gauss_isoscore,
@@ -157,6 +158,25 @@ def test_cross_text_cosines_match_brute_force_over_strips():
     np.testing.assert_allclose(cross_text_cosines(u, texts), brute, rtol=0, atol=1e-13)
     edges = np.linspace(-1, 1, HIST_BINS + 1)
     np.testing.assert_array_equal(cross_text_cosine_histogram(u, texts), np.histogram(brute, edges)[0])
+
+
+def test_cross_pair_index_names_each_strips_cross_text_pairs_once():
+    rng = np.random.default_rng(5)
+    n = isotropy.ROW_BLOCK + 300  # two strips, the second shorter
+    texts = rng.integers(0, 6, n)
+    found = set()
+    for strip, index in enumerate(cross_pair_index(texts)):
+        lo = strip * isotropy.ROW_BLOCK
+        width = n - lo
+        for flat in index.tolist():
+            found.add((lo + flat // width, lo + flat % width))
+    brute = {(i, j) for i in range(n) for j in range(i + 1, n) if texts[i] != texts[j]}
+    assert found == brute
+    # the layers of a sample share it: passing it in changes nothing
+    x = anisotropic(n, 8, seed=6)
+    given, given_fine = sample_measures(x, texts, pairs=cross_pair_index(texts))
+    own, own_fine = sample_measures(x, texts)
+    assert given == own and np.array_equal(given_fine, own_fine)
 
 
 def test_cross_text_cosine_closed_forms():

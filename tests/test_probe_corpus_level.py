@@ -4,6 +4,7 @@ same numbers under other batch sizes, text orders, and what run.json, histograms
 
 import json
 import math
+import pickle
 
 import numpy as np
 import pytest
@@ -189,3 +190,34 @@ def test_paper_mode_floors_norms_at_1e3(near_zero_gpt2, docs_jsonl_module):
     per_layer = counted_rows(states, paper=True, drop_first=False)
     assert min(np.linalg.norm(x, axis=1).min() for x in per_layer[0]) < 1e-4  # the planted token is there
     check_exact(result, per_layer, 1e-3, 1e-10)
+
+
+def test_end_of_run_statistics_in_the_worker_threads_equal_the_serial_ones():
+    """start_samples computes every layer's sample statistics in the worker pool, sharing one pair
+    index among the layers that keep the same tokens; each layer's columns and density must be those
+    of its own serial finalize (layer 2 here counts other tokens, so it cannot share the index)."""
+    from condense.metrics.spectrum import worker_pool
+    from condense.probing.corpus_level import CorpusLevel
+
+    rng = np.random.default_rng(8)
+    layers, dim = [0, 1, 2], 16
+    level = CorpusLevel(layers, dim, k=70, seed=1, paper=False, start_at=0)
+    for batch in range(8):
+        mask = torch.as_tensor(rng.random((3, 12)) < 0.8)
+        positions = torch.arange(12).expand(3, 12)
+        for i in layers:
+            hidden = torch.as_tensor(rng.standard_normal((3, 12, dim)) + i, dtype=torch.float32)
+            counted = mask & (positions % 2 == 0) if i == 2 else mask
+            norms = hidden.norm(dim=-1)
+            u = hidden / norms.unsqueeze(-1) * counted.unsqueeze(-1)
+            level.add(i, level.measure(i, hidden, u, norms, counted, counted, positions, offset=3 * batch))
+    assert not torch.equal(level.sample[2].texts, level.sample[0].texts)
+    serial = pickle.loads(pickle.dumps(level))
+    level.start_samples(worker_pool(2))
+    pickle.dumps(level)  # the pending futures are not state
+    for i in layers:
+        cols, density = level.finalize(i, 0.25)
+        want_cols, want_density = serial.finalize(i, 0.25)
+        assert cols == pytest.approx(want_cols, rel=1e-12, nan_ok=True), i
+        np.testing.assert_allclose(density, want_density, rtol=0, atol=1e-12, err_msg=str(i))
+    assert level.finalize_seconds > 0 and level.record(cols)["finalize_seconds"] >= 0

@@ -135,6 +135,32 @@ def test_sample_invariant_to_batch_size_order_padding_resume_and_shards():
     assert cols == pytest.approx(ref_cols, nan_ok=True) and np.array_equal(density, ref_density)
 
 
+def test_select_only_reads_the_state_and_a_stale_threshold_keeps_the_same_sample():
+    """The probe selects a batch's candidates in a worker thread while the previous batch is being
+    added: select must not change the state, and candidates chosen against the older (larger)
+    threshold must still give the k smallest keys."""
+    (texts, _), text_ids = corpus(n_texts=60)
+    k = 120
+    reference = state(run(texts, text_ids, k, batch_size=3))
+    acc = TokenSampleAccumulator(k, 12)
+    stream = list(batches(texts, text_ids, np.arange(len(texts)), 3))
+    waiting = acc.select(*stream[0])
+    for batch in stream[1:]:
+        before = state(acc)
+        chosen = acc.select(*batch)  # against the state before the previous batch is added
+        assert state(acc) == before
+        acc.add(waiting)
+        waiting = chosen
+    acc.add(waiting)
+    assert state(acc) == reference
+    # once the sample is full, only tokens below its largest key are gathered
+    full = run(texts, text_ids, k, batch_size=3)
+    late = full.select(*stream[-1])
+    assert len(late.keys) and bool((late.keys <= full.keys[-1]).all())
+    everything = TokenSampleAccumulator(k, 12).select(*stream[-1])
+    assert len(late.keys) < len(everything.keys)
+
+
 def test_same_tokens_at_every_layer_and_vectors_of_each_layer():
     (layer0, layer1), text_ids = corpus()
     samples = [run(layer, text_ids, 80, batch_size=6) for layer in (layer0, layer1)]

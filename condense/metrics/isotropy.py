@@ -25,6 +25,7 @@ __all__ = [
     "isoscore",
     "mev_centred",
     "twonn_id",
+    "cross_pair_index",
     "cross_text_cosines",
     "cross_text_cosine_histogram",
     "gauss_isoscore",
@@ -57,9 +58,15 @@ def _top_eigenvalue(gram: torch.Tensor) -> float:
     """Largest eigenvalue of a symmetric positive semi-definite matrix."""
     if gram.shape[0] <= DENSE_EIGEN_MAX:
         return float(torch.linalg.eigvalsh(gram)[-1])
-    # a seeded start: the all-ones vector lies in the null space of a centred Gram matrix
+    # products through torch, so they obey the caller's torch thread count (numpy's BLAS has its own
+    # threads); no eigenvector: it would double the cost. A seeded start: the all-ones vector lies in
+    # the null space of a centred Gram matrix
+    operator = scipy.sparse.linalg.LinearOperator(
+        gram.shape, matvec=lambda v: torch.mv(gram, torch.from_numpy(np.ascontiguousarray(v).ravel())).numpy(),
+        dtype=np.float64)
     start = np.random.default_rng(0).standard_normal(gram.shape[0])
-    return float(scipy.sparse.linalg.eigsh(gram.numpy(), k=1, which="LA", v0=start, tol=1e-10)[0][0])
+    return float(scipy.sparse.linalg.eigsh(operator, k=1, which="LA", v0=start, tol=1e-10,
+                                           return_eigenvectors=False)[0])
 
 
 def isoscore(x: np.ndarray | torch.Tensor) -> float:
@@ -115,19 +122,28 @@ def _duplicate_groups(x: torch.Tensor) -> torch.Tensor:
 def _two_nearest(gram: torch.Tensor, groups: torch.Tensor, sizes: list[int]) -> dict[int, torch.Tensor]:
     """Distances r1, r2 [m, 2] from each of the first m rows to its two nearest others among the first
     m rows, for each m in ``sizes``, from the centred Gram matrix (|x_i - x_j|^2 = G_ii + G_jj - 2 G_ij),
-    strip by strip."""
+    strip by strip. Row i's neighbours are ranked by G_jj - 2 G_ij (its own G_ii added to the two
+    chosen only), and only columns below the largest size are formed."""
     n = gram.shape[0]
     diag = gram.diagonal()
+    # groups >= n mark rows whose first entry ties another's; only those can be exact duplicates
+    duplicated = bool((groups >= n).any()) and torch.unique(groups).numel() < n
     found = {m: [] for m in sizes}
-    for lo in range(0, n, ROW_BLOCK):
-        hi = min(lo + ROW_BLOCK, n)
-        sq = (diag[lo:hi, None] + diag[None, :] - 2.0 * gram[lo:hi]).clamp_min_(0.0)
-        sq.masked_fill_(groups[lo:hi, None] == groups[None, :], 0.0)
-        sq[torch.arange(hi - lo), torch.arange(lo, hi)] = math.inf  # a point is not its own neighbour
+    width = max(sizes, default=0)
+    for lo in range(0, width, ROW_BLOCK):
+        hi = min(lo + ROW_BLOCK, width)
+        ranked = torch.add(diag[None, :width], gram[lo:hi, :width], alpha=-2.0)
+        if duplicated:  # distance exactly 0, not round-off: G_ii + ranked = 0
+            same = groups[lo:hi, None] == groups[None, :width]
+            ranked = torch.where(same, -diag[lo:hi, None], ranked)
+        rows = torch.arange(hi - lo)
+        ranked[rows, rows + lo] = math.inf  # a point is not its own neighbour
         for m in sizes:
             if lo < m:
-                found[m].append(sq[: min(hi, m) - lo, :m].topk(2, dim=1, largest=False).values)
-    return {m: torch.cat(parts).sqrt() for m, parts in found.items() if parts}
+                end = min(hi, m)
+                nearest = ranked[: end - lo, :m].topk(2, dim=1, largest=False).values
+                found[m].append(nearest + diag[lo:end, None])
+    return {m: torch.cat(parts).clamp_min_(0.0).sqrt_() for m, parts in found.items() if parts}
 
 
 def _twonn_fit(r: torch.Tensor, discard_fraction: float) -> float:
@@ -169,17 +185,30 @@ def twonn_id(x: np.ndarray | torch.Tensor, discard_fraction: float = TWONN_DISCA
     return _twonn_fit(_two_nearest(xc @ xc.T, _duplicate_groups(x), [n])[n], discard_fraction)
 
 
-def _cross_blocks(cosine_strip, text_index: torch.Tensor):
-    """Yield, strip by strip, the cosines of the pairs i < j whose rows come from different texts.
-
-    ``cosine_strip(lo, hi)``: cosines of rows [lo, hi) against rows [lo, N), float64 [hi - lo, N - lo].
-    """
-    n = text_index.shape[0]
+def cross_pair_index(text_index: np.ndarray | torch.Tensor) -> list[torch.Tensor]:
+    """The unordered pairs i < j of rows from different texts, strip by strip: for each strip of rows
+    [lo, hi) (``ROW_BLOCK`` rows), the flat indices [p] int64 of those pairs in a row-major
+    [hi - lo, N - lo] array of rows [lo, hi) against rows [lo, N). ``text_index`` [N]. It depends on
+    the texts alone, so the layers of one token sample share it (:func:`sample_measures`' ``pairs``)."""
+    texts = torch.as_tensor(text_index, dtype=torch.int64)
+    n = texts.shape[0]
+    index = []
     for lo in range(0, n, ROW_BLOCK):
         hi = min(lo + ROW_BLOCK, n)
         rows, cols = torch.arange(lo, hi)[:, None], torch.arange(lo, n)[None, :]
-        pairs = (cols > rows) & (text_index[lo:hi, None] != text_index[None, lo:])
-        yield cosine_strip(lo, hi).clamp_(-1.0, 1.0)[pairs]
+        pairs = (cols > rows) & (texts[lo:hi, None] != texts[None, lo:])
+        index.append(pairs.reshape(-1).nonzero().squeeze(1))
+    return index
+
+
+def _cross_blocks(cosine_strip, pairs: list[torch.Tensor]):
+    """Yield, strip by strip, the cosines (clipped to [-1, 1]) of the pairs of :func:`cross_pair_index`.
+
+    ``cosine_strip(lo, hi)``: cosines of rows [lo, hi) against rows [lo, N), float64 [hi - lo, N - lo].
+    """
+    for strip, index in enumerate(pairs):
+        lo = strip * ROW_BLOCK
+        yield cosine_strip(lo, lo + ROW_BLOCK).reshape(-1).take(index).clamp_(-1.0, 1.0)
 
 
 def _unit_strips(unit: np.ndarray | torch.Tensor, text_index: np.ndarray | torch.Tensor):
@@ -187,7 +216,7 @@ def _unit_strips(unit: np.ndarray | torch.Tensor, text_index: np.ndarray | torch
     texts = torch.as_tensor(text_index, dtype=torch.int64)
     if texts.shape != (unit.shape[0],):
         raise ValueError(f"text_index must have one entry per row ({unit.shape[0]}), got shape {tuple(texts.shape)}")
-    return _cross_blocks(lambda lo, hi: unit[lo:hi] @ unit[lo:].T, texts)
+    return _cross_blocks(lambda lo, hi: unit[lo:hi] @ unit[lo:].T, cross_pair_index(texts))
 
 
 def cross_text_cosines(unit: np.ndarray | torch.Tensor, text_index: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -214,7 +243,8 @@ def cross_text_cosine_histogram(unit: np.ndarray | torch.Tensor, text_index: np.
 
 
 def sample_measures(x: np.ndarray | torch.Tensor, text_index: np.ndarray | torch.Tensor, nested: tuple[int, ...] = (1, 2, 4),
-                    discard_fraction: float = TWONN_DISCARD) -> tuple[dict[str, float], np.ndarray]:
+                    discard_fraction: float = TWONN_DISCARD,
+                    pairs: list[torch.Tensor] | None = None) -> tuple[dict[str, float], np.ndarray]:
     """All measures of a token sample ``x`` [N, D] from texts ``text_index`` [N], from one Gram matrix.
 
     Returns columns ``isoscore``, ``mev_centred``, ``twonn_id_<s>`` for s in ``nested`` (TwoNN of the
@@ -225,6 +255,8 @@ def sample_measures(x: np.ndarray | torch.Tensor, text_index: np.ndarray | torch
     cosine within 1e-15 of a bin edge). The Gram matrix is of the centred rows, G_c = X_c X_c^T, so
     distances do not lose digits to a large common mean; cosines add the mean back:
     x_i . x_j = G_c,ij + a_i + a_j + |m|^2 with a = X_c m. Peak memory: one N x N float64 array.
+    ``pairs``: :func:`cross_pair_index` of ``text_index``, if the caller has it (layers of one sample).
+    Single-threaded it is about twice as fast as on two torch threads (its operations are small).
     """
     _check_fraction(discard_fraction)
     x = as_float64(x)
@@ -252,17 +284,18 @@ def sample_measures(x: np.ndarray | torch.Tensor, text_index: np.ndarray | torch
     norms = torch.linalg.vector_norm(x, dim=1).clamp_min(NORM_FLOOR)
 
     def strip(lo: int, hi: int) -> torch.Tensor:
-        dots = gram[lo:hi, lo:] + along[lo:hi, None] + along[None, lo:] + offset
-        return dots.div_(norms[lo:hi, None] * norms[None, lo:])
+        dots = gram[lo:hi, lo:] + along[lo:hi, None]
+        dots += along[lo:] + offset
+        return dots.div_(norms[lo:hi, None]).div_(norms[lo:])
 
     fine = torch.zeros(FINE_BINS, dtype=torch.float64)
     total = 0.0
-    for values in _cross_blocks(strip, texts):
+    for values in _cross_blocks(strip, cross_pair_index(texts) if pairs is None else pairs):
         fine += _bin_counts(values, FINE_BINS)
         total += float(values.sum())
-    pairs = float(fine.sum())
-    cols["cross_pairs"] = pairs
-    cols["cross_mean_cos"] = total / pairs if pairs else math.nan
+    counted = float(fine.sum())
+    cols["cross_pairs"] = counted
+    cols["cross_mean_cos"] = total / counted if counted else math.nan
     return cols, fine.numpy()
 
 

@@ -10,6 +10,7 @@ layer (keys do not depend on the layer). Nothing here imports transformers.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -23,6 +24,7 @@ __all__ = [
     "SAMPLE_COLUMNS",
     "sample_size_for_budget",
     "token_keys",
+    "SampleCandidates",
     "TokenSampleAccumulator",
 ]
 
@@ -98,6 +100,22 @@ def _order(keys: torch.Tensor, texts: torch.Tensor, positions: torch.Tensor) -> 
     return order[torch.sort(keys[order], stable=True).indices]
 
 
+@dataclass
+class SampleCandidates:
+    """Tokens of one batch that :meth:`TokenSampleAccumulator.select` found able to enter a sample:
+    keys, texts, positions [n] int64 and vectors [n, D] float32."""
+
+    keys: torch.Tensor
+    texts: torch.Tensor
+    positions: torch.Tensor
+    vectors: torch.Tensor
+
+    @classmethod
+    def empty(cls, dim: int) -> SampleCandidates:
+        none = torch.zeros(0, dtype=torch.int64)
+        return cls(none, none, none, torch.zeros(0, dim, dtype=torch.float32))
+
+
 class TokenSampleAccumulator:
     """The ``k`` counted tokens of one layer with the smallest :func:`token_keys`, and their measures.
 
@@ -128,7 +146,14 @@ class TokenSampleAccumulator:
 
     def update(self, hidden: torch.Tensor, mask: torch.Tensor, text_index: torch.Tensor,
                positions: torch.Tensor, keys: torch.Tensor | None = None) -> None:
-        """Fold one batch in. ``keys`` [B, T]: ``token_keys(seed, text_index[:, None], positions)``
+        """Fold one batch in: :meth:`add` of :meth:`select`."""
+        self.add(self.select(hidden, mask, text_index, positions, keys))
+
+    def select(self, hidden: torch.Tensor, mask: torch.Tensor, text_index: torch.Tensor,
+               positions: torch.Tensor, keys: torch.Tensor | None = None) -> SampleCandidates:
+        """The tokens of one batch that can still enter the sample, for :meth:`add`; the state is only
+        read (a worker thread may select while another batch is added: a threshold read before that
+        add is merely larger). ``keys`` [B, T]: ``token_keys(seed, text_index[:, None], positions)``
         if the caller has it already (it is the same for every layer)."""
         b, t = mask.shape
         if hidden.ndim != 3 or hidden.shape[:2] != (b, t) or hidden.shape[2] != self.dim:
@@ -137,8 +162,9 @@ class TokenSampleAccumulator:
         if tuple(text_index.shape) != (b,) or tuple(positions.shape) != (b, t):
             raise ValueError(f"text_index must be [{b}] and positions [{b}, {t}], got "
                              f"{tuple(text_index.shape)} and {tuple(positions.shape)}")
+        kept = self.keys  # one snapshot: add() replaces the tensor, never changes it
         if self.k == 0:
-            return
+            return SampleCandidates.empty(self.dim)
         text_index = text_index.to(device=mask.device, dtype=torch.int64)
         positions = positions.to(device=mask.device, dtype=torch.int64)
         counted = mask.bool() & (positions > 0) if self.skip_first else mask.bool()
@@ -147,14 +173,14 @@ class TokenSampleAccumulator:
         rows, cols = counted.nonzero(as_tuple=True)
         batch_keys = keys.to(mask.device)[rows, cols]
         # only tokens that can enter the k smallest are gathered: no copy of the whole batch
-        if len(self.keys) == self.k:
-            below = batch_keys <= self.keys[-1].to(batch_keys.device)
+        if len(kept) == self.k:
+            below = batch_keys <= kept[-1].to(batch_keys.device)
             rows, cols, batch_keys = rows[below], cols[below], batch_keys[below]
         if batch_keys.numel() > self.k:
             below = batch_keys <= torch.kthvalue(batch_keys, self.k).values
             rows, cols, batch_keys = rows[below], cols[below], batch_keys[below]
         if batch_keys.numel() == 0:
-            return
+            return SampleCandidates.empty(self.dim)
         vectors = hidden[rows, cols].to(torch.float32)
         texts, token_positions = text_index[rows], positions[rows, cols]
         # a float64 row sum is finite exactly when the float32 row is (no overflow below 2^128 D);
@@ -164,7 +190,12 @@ class TokenSampleAccumulator:
             at = int(bad.nonzero()[0, 0])
             raise ValueError(f"hidden state of text {int(texts[at])}, position {int(token_positions[at])} "
                              "is NaN or inf (or beyond float32): the token sample needs finite vectors")
-        self._keep(batch_keys, texts, token_positions, vectors)
+        return SampleCandidates(batch_keys, texts, token_positions, vectors)
+
+    def add(self, candidates: SampleCandidates) -> None:
+        """Keep those of :meth:`select`'s ``candidates`` that are among the k smallest keys now."""
+        if len(candidates.keys):
+            self._keep(candidates.keys, candidates.texts, candidates.positions, candidates.vectors)
 
     def _keep(self, keys: torch.Tensor, texts: torch.Tensor, positions: torch.Tensor,
               vectors: torch.Tensor) -> None:
@@ -208,7 +239,7 @@ class TokenSampleAccumulator:
         kept = {name: getattr(self, name).cpu() for name in ("keys", "texts", "positions")}
         return {**self.__dict__, **kept, "buffer": self.vectors.cpu(), "slots": torch.arange(len(self.keys))}
 
-    def finalize(self) -> tuple[dict[str, float], np.ndarray]:
+    def finalize(self, pairs: list[torch.Tensor] | None = None) -> tuple[dict[str, float], np.ndarray]:
         """Columns :data:`SAMPLE_COLUMNS` and the density [HIST_BINS] of the cross-text cosines.
 
         On the CPU in float64: :func:`~condense.metrics.isotropy.sample_measures` of the kept vectors
@@ -219,9 +250,12 @@ class TokenSampleAccumulator:
         (counts / (total * bin width 2/128), integrating to 1 on [-1, 1]; zeros without pairs).
         The Gaussian baselines use seed 0 whatever the sample's seed, so runs stay comparable.
         NaN where the sample is too small (2 tokens for IsoScore, 3 for TwoNN, 2 texts for cosines).
+        ``pairs``: :func:`~condense.metrics.isotropy.cross_pair_index` of :attr:`texts`, if the caller
+        has it (every layer's sample holds the same tokens).
         """
         n = len(self.keys)
-        measures, fine = sample_measures(self.vectors.cpu().double(), self.texts.cpu(), nested=(1, 2, 4))
+        measures, fine = sample_measures(self.vectors.cpu().double(), self.texts.cpu(), nested=(1, 2, 4),
+                                         pairs=pairs)
         cols = {
             "isoscore": measures["isoscore"],
             "gauss_isoscore": gauss_isoscore(n, self.dim) if n >= 2 else math.nan,

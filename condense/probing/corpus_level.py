@@ -9,7 +9,9 @@ retry may drop it), then ``add`` once every layer of the batch was measured.
 from __future__ import annotations
 
 import math
+import threading
 import time
+from concurrent.futures import Future
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,8 @@ import torch
 
 from condense.errors import CondenseError
 from condense.metrics.cross_text import CrossTextAccumulator
+from condense.metrics.isotropy import cross_pair_index
+from condense.metrics.spectrum import WorkerPool
 from condense.metrics.streaming import PAPER_NORM_FLOOR
 from condense.metrics.token_sample import TokenSampleAccumulator, sample_size_for_budget
 
@@ -28,6 +32,8 @@ MIN_SAMPLE = 16  # TwoNN on the quarter sample needs a few points with neighbour
 # 2 s for all layers at K = 1024, 10 s at 2048 and 20-24 s at the budget's 3758, against 58 s for the
 # whole 30-sequence benchmark probe, whose target is 1.10x the bare forward pass
 AUTO_CAP = 1024
+# the layers' end-of-run statistics run in parallel, each holding a few K x K float64 arrays
+PARALLEL_FINALIZE_BYTES = 1 << 30
 
 
 def check_corpus_sample(value: Any) -> None:
@@ -55,11 +61,9 @@ class CorpusLevel:
     def __init__(self, layers: list[int], dim: int, k: int, seed: int, paper: bool, start_at: int) -> None:
         self.k, self.dim, self.seed, self.paper, self.start_at = k, dim, seed, paper, start_at
         self.cross = {i: CrossTextAccumulator() for i in layers}
-        self.sample = {i: self._new_sample() for i in layers} if k else {}
-        self.finalize_seconds = 0.0  # the sample's end-of-run cost, all layers (run.json)
-
-    def _new_sample(self) -> TokenSampleAccumulator:
-        return TokenSampleAccumulator(self.k, self.dim, seed=self.seed)
+        self.sample = {i: TokenSampleAccumulator(k, dim, seed=seed) for i in layers} if k else {}
+        self.finalize_seconds = 0.0  # the sample's end-of-run wall time, all layers (run.json)
+        self._pending: dict[int, Future] = {}
 
     def counted(self, mask: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """The tokens this convention counts [B, T]: the pooled mask, or the paper's attended tokens."""
@@ -71,7 +75,7 @@ class CorpusLevel:
 
     def measure(self, i: int, hidden: torch.Tensor, unit: torch.Tensor, norms: torch.Tensor, mask: torch.Tensor,
                 attention: torch.Tensor, positions: torch.Tensor, offset: int) -> dict:
-        """One batch of layer ``i``: its cross-text sums and its own small sample (merged by :meth:`add`).
+        """One batch of layer ``i``: its cross-text sums and its sample candidates (kept by :meth:`add`).
 
         hidden [B, T, D] in the geometry dtype; ``unit`` the pooled unit rows (zero where ``mask`` is
         False); ``norms`` [B, T]; ``offset`` the global index of the batch's first text, so a text
@@ -82,26 +86,57 @@ class CorpusLevel:
             unit = hidden * (counted / norms.clamp_min(PAPER_NORM_FLOOR)).unsqueeze(-1)
         part = {"cross": self.cross[i].measure(unit, counted)}
         if self.k:
-            sample = self._new_sample()
             texts = torch.arange(offset, offset + hidden.shape[0], dtype=torch.int64, device=hidden.device)
-            sample.update(hidden, counted, texts, positions)
-            part["sample"] = sample
+            part["sample"] = self.sample[i].select(hidden, counted, texts, positions)
         return part
 
     def add(self, i: int, part: dict) -> None:
         self.cross[i].add(part["cross"])
         if self.k:
-            self.sample[i].merge(part["sample"])
+            self.sample[i].add(part["sample"])
+
+    def start_samples(self, pool: WorkerPool) -> None:
+        """Start every layer's sample statistics on ``pool``'s threads (one torch thread each, where
+        they run about twice as fast as on two, and as many layers at once as the pool has threads
+        and :data:`PARALLEL_FINALIZE_BYTES` allows); :meth:`finalize` collects them. Once the run is over."""
+        if not self.k or self._pending:
+            return
+        start = time.perf_counter()
+        texts = next(iter(self.sample.values())).texts
+        # every layer keeps the same tokens (the keys do not depend on the layer): one pair index for all
+        pairs = cross_pair_index(texts.cpu())
+        slots = threading.BoundedSemaphore(max(1, min(pool.workers, PARALLEL_FINALIZE_BYTES // (4 * 8 * self.k ** 2))))
+        ends: list[float] = []
+
+        def job(sample):
+            with slots:
+                shared = pairs if torch.equal(sample.texts.cpu(), texts.cpu()) else None
+                result = sample.finalize(shared)
+            ends.append(time.perf_counter())
+            self.finalize_seconds = max(ends) - start
+            return result
+
+        self._pending = {i: pool.executor.submit(job, sample) for i, sample in self.sample.items()}
 
     def finalize(self, i: int, within_mean_cos: float) -> tuple[dict[str, float], np.ndarray | None]:
-        """Layer ``i``'s columns, and the sampled cross-text cosine density (None without a sample)."""
+        """Layer ``i``'s columns, and the sampled cross-text cosine density (None without a sample).
+        The sample's part comes from :meth:`start_samples` if it ran, else is computed here."""
         cols = self.cross[i].finalize(within_mean_cos)
         if not self.k:
             return cols, None
-        start = time.perf_counter()
-        sampled, density = self.sample[i].finalize()
-        self.finalize_seconds += time.perf_counter() - start
+        if i in self._pending:
+            sampled, density = self._pending.pop(i).result()
+        else:
+            start = time.perf_counter()
+            sampled, density = self.sample[i].finalize()
+            self.finalize_seconds += time.perf_counter() - start
         return {**cols, **sampled}, density
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_pending": {}}  # futures of the end of a run are not state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update({"_pending": {}, **state})
 
     def record(self, columns: dict[str, float] | None) -> dict[str, Any]:
         """What run.json records of the sample (``columns``: any layer's, they share the tokens)."""

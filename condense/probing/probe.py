@@ -363,6 +363,7 @@ def _corpus_means(reader, loaded, sequences, cfg, layers, dtype) -> dict[int, to
 def _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, corpus, dim, facts) -> ProbeResult:
     n_entries = reader.n_entries
     rows, densities, cross_densities, seq_sums, seq_counts = [], [], [], [], []
+    corpus.start_samples(worker_pool())  # in the worker threads while the other statistics finish here
     for i in layers:
         stats = cosine[i].finalize()
         across, cross_density = corpus.finalize(i, stats.columns["mean_cos"])
