@@ -14,6 +14,7 @@ from condense.metrics.isotropy import (
     cross_text_cosine_histogram,
     cross_text_cosines,
     gauss_isoscore,
+    gauss_mev_centred,
     gauss_twonn_id,
     isoscore,
     mev_centred,
@@ -77,14 +78,23 @@ def test_gaussian_isoscore_bias_follows_its_expectation():
     assert trend == sorted(trend) and trend[-1] > 0.99
 
 
+def test_gaussian_centred_mev_sits_at_the_marchenko_pastur_edge():
+    # largest covariance eigenvalue of k - 1 degrees of freedom ~ (1 + sqrt(dim / (k - 1)))^2, trace ~ dim
+    for k, dim in [(1024, 576), (1000, 100), (300, 1000), (2000, 50)]:
+        edge = (1 + math.sqrt(dim / (k - 1))) ** 2 / dim
+        assert gauss_mev_centred(k, dim) == pytest.approx(edge, rel=0.05), (k, dim)
+        assert gauss_mev_centred(k, dim) > 1.2 / dim  # above the naive 1/D, by more as D/K grows
+
+
 def test_gaussian_baselines_are_cached_and_seeded():
-    gauss_isoscore.cache_clear()
-    gauss_twonn_id.cache_clear()
-    first = (gauss_isoscore(200, 30), gauss_twonn_id(200, 30))
-    assert (gauss_isoscore(200, 30), gauss_twonn_id(200, 30)) == first
-    assert gauss_isoscore.cache_info().hits == 1 and gauss_twonn_id.cache_info().hits == 1
+    functions = (gauss_isoscore, gauss_mev_centred, gauss_twonn_id)
+    for f in functions:
+        f.cache_clear()
+    first = [f(200, 30) for f in functions]
+    assert [f(200, 30) for f in functions] == first
+    assert all(f.cache_info().hits == 1 for f in functions)
     x = torch.randn(200, 30, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    assert gauss_isoscore(200, 30, seed=5) == isoscore(x) and gauss_twonn_id(200, 30, seed=5) == twonn_id(x)
+    assert [f(200, 30, seed=5) for f in functions] == [isoscore(x), mev_centred(x), twonn_id(x)]
 
 
 @pytest.mark.parametrize("n, dim", [(300, 20), (30, 200), (700, 600), (600, 700)])

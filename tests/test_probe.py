@@ -175,9 +175,21 @@ def test_bootstrap_columns(tiny_gpt2, docs_jsonl):
 
 
 def test_gaussian_baseline_columns(tiny_gpt2, docs_jsonl):
-    r = condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), **SMALL).layers
+    result = condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), **SMALL)
+    r = result.layers
     np.testing.assert_allclose(r["gauss_std_cos"], 1 / math.sqrt(32))
     assert (r["gauss_mean_cos"] == 0).all() and (r["gauss_mean_pair_angle_deg"] == 90).all()
+    # the simulated ones: the baseline of the median sequence length and the run's seed, on one thread
+    counts = result.run["counts"]
+    assert counts["tokens"] == counts["sequences"] * counts["max_seq_len"]  # every sequence full: median known
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        want = condense.metrics.gaussian_baseline(counts["max_seq_len"], 32, seed=0)
+    finally:
+        torch.set_num_threads(threads)
+    for key in ("mev", "effective_rank", "cone_half_angle_mean_deg", "q95_cos"):
+        assert (r[f"gauss_{key}"] == want[key]).all(), key
 
 
 def test_save_load_round_trip(tiny_gpt2, docs_jsonl, tmp_path):

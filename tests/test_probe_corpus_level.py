@@ -21,7 +21,7 @@ from tests.test_paper_mode import docs_jsonl_module, near_zero_gpt2  # noqa: F40
 SMALL = dict(num_seqs=6, max_length=40, quiet=True, spectrum_seqs=0)
 EXACT = ("cross_mean_cos", "cross_mean_cos_text_weighted", "corpus_resultant_length", "cross_n_pairs")
 SAMPLE = ("isoscore", "mev_centred", "twonn_id", "twonn_id_half", "twonn_id_quarter", "sample_cross_mean_cos",
-          "sample_tokens", "sample_texts", "gauss_isoscore", "gauss_twonn_id")
+          "sample_tokens", "sample_texts", "gauss_isoscore", "gauss_mev_centred", "gauss_twonn_id")
 
 
 def counted_rows(states, paper: bool, drop_first: bool) -> dict[int, list[np.ndarray]]:
@@ -152,6 +152,8 @@ def test_run_folder_keeps_the_columns_and_the_cross_density(tiny_gpt2, docs_json
     assert json.loads((tmp_path / "run" / "run.json").read_text())["corpus_sample"]["k"] == 40
     text = again.summary()
     assert "cross_mean_cos" in text and "token sample: 40 tokens (K = 40)" in text and "isoscore" in text
+    for baseline in ("iso_isoscore", "iso_mev_centred", "iso_twonn_id"):  # every sample column beside its baseline
+        assert baseline in text
 
 
 def test_corpus_sample_zero_turns_the_sample_off_but_keeps_the_exact_columns(tiny_gpt2, docs_jsonl, tmp_path):

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from condense.metrics.isotropy import (cross_text_cosine_histogram, gauss_isoscore, gauss_twonn_id, isoscore,
-                                       mev_centred, twonn_id)
+from condense.metrics.isotropy import (cross_text_cosine_histogram, gauss_isoscore, gauss_mev_centred, gauss_twonn_id,
+                                       isoscore, mev_centred, twonn_id)
 from condense.metrics.streaming import HIST_BINS
 from condense.metrics.token_sample import (SAMPLE_COLUMNS, TokenSampleAccumulator, sample_size_for_budget,
                                            token_keys)
@@ -226,6 +226,7 @@ def test_finalize_columns_equal_the_measures_of_the_kept_vectors():
     assert cols["twonn_id_half"] == pytest.approx(twonn_id(x[: n // 2]), rel=1e-10)
     assert cols["twonn_id_quarter"] == pytest.approx(twonn_id(x[: n // 4]), rel=1e-10)
     assert cols["gauss_isoscore"] == gauss_isoscore(n, 24) and cols["gauss_twonn_id"] == gauss_twonn_id(n, 24)
+    assert cols["gauss_mev_centred"] == gauss_mev_centred(n, 24)
     u = (x / x.norm(dim=1, keepdim=True)).numpy()
     t = acc.texts.numpy()
     cross = np.array([u[i] @ u[j] for i in range(n) for j in range(i + 1, n) if t[i] != t[j]])

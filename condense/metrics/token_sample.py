@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from condense.metrics.isotropy import gauss_isoscore, gauss_twonn_id, sample_measures
+from condense.metrics.isotropy import gauss_isoscore, gauss_mev_centred, gauss_twonn_id, sample_measures
 from condense.metrics.streaming import FINE_BINS, HIST_BINS, QUANTILES, quantiles_from_counts
 
 __all__ = [
@@ -31,7 +31,7 @@ __all__ = [
 SAMPLE_BUDGET_BYTES = 256 * 2**20  # float32 vectors of every layer's sample together
 SAMPLE_CAP = 4096  # beyond this the N^2 D finalize costs more than the estimates gain
 SAMPLE_COLUMNS = (
-    "isoscore", "gauss_isoscore", "mev_centred", "twonn_id", "twonn_id_half", "twonn_id_quarter",
+    "isoscore", "gauss_isoscore", "mev_centred", "gauss_mev_centred", "twonn_id", "twonn_id_half", "twonn_id_quarter",
     "gauss_twonn_id", "sample_cross_mean_cos",
     *(f"sample_cross_cos_q{round(q * 100):02d}" for q in QUANTILES), "sample_tokens", "sample_texts",
 )
@@ -260,6 +260,7 @@ class TokenSampleAccumulator:
             "isoscore": measures["isoscore"],
             "gauss_isoscore": gauss_isoscore(n, self.dim) if n >= 2 else math.nan,
             "mev_centred": measures["mev_centred"],
+            "gauss_mev_centred": gauss_mev_centred(n, self.dim) if n >= 2 else math.nan,
             "twonn_id": measures["twonn_id_1"],
             "twonn_id_half": measures["twonn_id_2"],
             "twonn_id_quarter": measures["twonn_id_4"],

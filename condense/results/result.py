@@ -158,7 +158,7 @@ class ProbeResult:
                  "resultant": t["corpus_resultant_length"], "iso_resultant": t["gauss_corpus_resultant_length"],
                  "rogue_dim": t["rogue_dim_1"].map(lambda v: "" if v != v else str(int(v))),
                  "rogue_share": t["rogue_share_1"]}
-        for key, base in (("isoscore", "gauss_isoscore"), ("twonn_id", "gauss_twonn_id"), ("mev_centred", None),
+        for key, base in (("isoscore", "gauss_isoscore"), ("twonn_id", "gauss_twonn_id"), ("mev_centred", "gauss_mev_centred"),
                           ("sample_cross_mean_cos", None)):
             if key in t:
                 shown[key] = t[key]
