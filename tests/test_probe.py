@@ -192,6 +192,30 @@ def test_gaussian_baseline_columns(tiny_gpt2, docs_jsonl):
         assert (r[f"gauss_{key}"] == want[key]).all(), key
 
 
+def _probe_on_one_thread(model: str, corpus: str, done) -> None:
+    torch.set_num_threads(1)  # the worker pool then has a single thread, as in a one-CPU ray task
+    result = condense.probe(model, corpus=corpus, num_seqs=3, max_length=24, quiet=True, spectrum_seqs=2,
+                            corpus_sample=20)
+    done.put(len(result.layers))
+
+
+def test_probe_finishes_with_a_single_worker_thread(tiny_gpt2, docs_jsonl):
+    """Nothing the probe runs in its worker pool may wait for another job of the pool: with one worker
+    that is a deadlock (the Gaussian baseline's spectra once were such jobs; a hang fails after 240 s)."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("fork")
+    done = context.Queue()
+    child = context.Process(target=_probe_on_one_thread, args=(str(tiny_gpt2), str(docs_jsonl), done))
+    child.start()
+    child.join(240)
+    if child.is_alive():
+        child.kill()
+        child.join()
+        pytest.fail("a probe with a one-thread worker pool never finished")
+    assert child.exitcode == 0 and done.get(timeout=10) > 0
+
+
 def test_save_load_round_trip(tiny_gpt2, docs_jsonl, tmp_path):
     r = condense.probe(str(tiny_gpt2), corpus=str(docs_jsonl), **SMALL)
     r.save(tmp_path / "run")

@@ -28,9 +28,9 @@ __all__ = ["CorpusLevel", "sample_size", "check_corpus_sample", "MIN_SAMPLE", "A
 
 MIN_SAMPLE = 16  # TwoNN on the quarter sample needs a few points with neighbours
 # ``auto``'s K: the 256 MB budget, but at most 1024. The sample's statistics are computed at the end of
-# the run, about K^2 D multiply-adds per layer: measured on SmolLM2-135M (31 layers, D 576, 2 CPU cores),
-# 2 s for all layers at K = 1024, 10 s at 2048 and 20-24 s at the budget's 3758, against 58 s for the
-# whole 30-sequence benchmark probe, whose target is 1.10x the bare forward pass
+# the run, about K^2 D multiply-adds per layer: on SmolLM2-135M (31 layers, D 576, 2 CPU cores) 0.7 s
+# for all layers at K = 1024 since 0e2e0c8 (before it, one layer after another: 2 s at 1024, 10 s at
+# 2048, 20-24 s at the budget's 3758), against a probe whose target is 1.10x the bare forward pass
 AUTO_CAP = 1024
 # the layers' end-of-run statistics run in parallel, each holding a few K x K float64 arrays
 PARALLEL_FINALIZE_BYTES = 1 << 30

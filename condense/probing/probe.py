@@ -363,11 +363,7 @@ def _corpus_means(reader, loaded, sequences, cfg, layers, dtype) -> dict[int, to
 def _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, corpus, dim, facts) -> ProbeResult:
     n_entries = reader.n_entries
     rows, densities, cross_densities, seq_sums, seq_counts = [], [], [], [], []
-    # in the worker threads (one torch thread each, as _one_thread) while the other statistics finish here
-    tokens_per_seq = int(np.median([len(s.input_ids) for s in sequences]))
-    pool = worker_pool()
-    baseline = pool.executor.submit(gaussian_baseline, tokens_per_seq, dim, seed=cfg.seed)
-    corpus.start_samples(pool)
+    corpus.start_samples(worker_pool())  # in the worker threads while the other statistics finish here
     for i in layers:
         stats = cosine[i].finalize()
         across, cross_density = corpus.finalize(i, stats.columns["mean_cos"])
@@ -380,7 +376,9 @@ def _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, corpus, 
     table = pd.DataFrame(rows)
     first = ["layer", "layer_fraction", "n_seqs", "n_tokens", "n_pairs"]
     table = table[first + [c for c in table.columns if c not in first]]
-    for key, value in baseline.result().items():
+    tokens_per_seq = int(np.median([len(s.input_ids) for s in sequences]))
+    # here, not in the pool: its spectra are jobs of the pool, and a job must not wait for other jobs
+    for key, value in _one_thread(gaussian_baseline)(tokens_per_seq, dim, seed=cfg.seed).items():
         table[f"gauss_{key}"] = value
     trend = {**depth_trend(table["layer"].to_numpy(), table["mean_cos"].to_numpy()),
              **last_layers_means(table["mean_cos"].to_numpy())}
