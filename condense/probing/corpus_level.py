@@ -64,6 +64,7 @@ class CorpusLevel:
         self.sample = {i: TokenSampleAccumulator(k, dim, seed=seed) for i in layers} if k else {}
         self.finalize_seconds = 0.0  # the sample's end-of-run wall time, all layers (run.json)
         self._pending: dict[int, Future] = {}
+        self._started = 0.0  # when start_samples began: finalize_seconds runs to the last layer's end
 
     def counted(self, mask: torch.Tensor, attention: torch.Tensor) -> torch.Tensor:
         """The tokens this convention counts [B, T]: the pooled mask, or the paper's attended tokens."""
@@ -101,20 +102,16 @@ class CorpusLevel:
         and :data:`PARALLEL_FINALIZE_BYTES` allows); :meth:`finalize` collects them. Once the run is over."""
         if not self.k or self._pending:
             return
-        start = time.perf_counter()
-        texts = next(iter(self.sample.values())).texts
+        self._started = time.perf_counter()
+        texts = next(iter(self.sample.values())).texts.cpu()
         # every layer keeps the same tokens (the keys do not depend on the layer): one pair index for all
-        pairs = cross_pair_index(texts.cpu())
+        pairs = cross_pair_index(texts)
         slots = threading.BoundedSemaphore(max(1, min(pool.workers, PARALLEL_FINALIZE_BYTES // (4 * 8 * self.k ** 2))))
-        ends: list[float] = []
 
         def job(sample):
             with slots:
-                shared = pairs if torch.equal(sample.texts.cpu(), texts.cpu()) else None
-                result = sample.finalize(shared)
-            ends.append(time.perf_counter())
-            self.finalize_seconds = max(ends) - start
-            return result
+                result = sample.finalize(pairs if torch.equal(sample.texts.cpu(), texts) else None)
+            return result, time.perf_counter()  # the caller turns the end into finalize_seconds
 
         self._pending = {i: pool.executor.submit(job, sample) for i, sample in self.sample.items()}
 
@@ -125,7 +122,8 @@ class CorpusLevel:
         if not self.k:
             return cols, None
         if i in self._pending:
-            sampled, density = self._pending.pop(i).result()
+            (sampled, density), end = self._pending.pop(i).result()
+            self.finalize_seconds = max(self.finalize_seconds, end - self._started)
         else:
             start = time.perf_counter()
             sampled, density = self.sample[i].finalize()
@@ -136,7 +134,7 @@ class CorpusLevel:
         return {**self.__dict__, "_pending": {}}  # futures of the end of a run are not state
 
     def __setstate__(self, state: dict) -> None:
-        self.__dict__.update({"_pending": {}, **state})
+        self.__dict__.update({"_pending": {}, "_started": 0.0, **state})
 
     def record(self, columns: dict[str, float] | None) -> dict[str, Any]:
         """What run.json records of the sample (``columns``: any layer's, they share the tokens)."""
