@@ -1,15 +1,17 @@
 """The one-eigendecomposition spectrum (eigvalsh + Lanczos) equals the full SVD-based definitions; the
 upper-triangle pair sums equal sums over every pair; accumulators stage a batch before adding it."""
 
+import faulthandler
 import math
 import pickle
+import threading
 
 import numpy as np
 import pytest
 import torch
 
 from condense.metrics.spectrum import (SPECTRAL_KEYS, centred_gram, gram_of_rows, spectrum_from_gram,
-                                       spectrum_of_products, spectrum_of_rows, top_eigenvalue, worker_pool)
+                                       spectrum_of_products, spectrum_of_rows, top_eigenvalue, WorkerPool, worker_pool)
 from condense.metrics.streaming import (FINE_BINS, PooledCosineAccumulator, TokenGeometryAccumulator,
                                         upper_pair_sums)
 
@@ -261,24 +263,78 @@ def test_spectrum_from_pair_products_equals_from_rows():
         assert float(via_products[key][0]) == pytest.approx(float(via_rows[key][0]), rel=1e-10), key
 
 
-def _probe_spectrum_in_child(x, trace, expected) -> None:
-    got = worker_pool(2).submit(spectrum_of_rows, x, trace).result()
+def _probe_spectrum_in_child(x, trace, expected, workers, timeout=60) -> None:
+    faulthandler.dump_traceback_later(timeout, exit=True)  # a hang prints every thread's stack, exits 1
+    got = worker_pool(workers).submit(spectrum_of_rows, x, trace).result()
     assert all(torch.equal(got[k], expected[k]) for k in SPECTRAL_KEYS)
 
 
-def test_a_forked_child_gets_a_working_worker_pool():
+def test_forked_children_get_a_working_worker_pool():
     """A child forked after the parent started its workers has none of their threads: its first job must
-    run on a fresh pool, not wait forever on the parent's (a hang fails here after 120 s)."""
+    run on a fresh pool, not wait forever on the parent's. Each of 24 children starts 8 workers at once:
+    torch rebuilds its inherited thread pool at the first set_num_threads after a fork, and two threads
+    doing that together can get none, so a worker failed to start and the pool waited for it forever
+    (1 child in 30 to 150 on 2 cores; once in CI)."""
     import multiprocessing
 
     x = torch.tensor(token_matrices("gauss", 2, 12, 8))
     trace = x.square().sum(dim=(1, 2))
     expected = worker_pool(2).submit(spectrum_of_rows, x, trace).result()  # the parent's threads exist now
-    child = multiprocessing.get_context("fork").Process(target=_probe_spectrum_in_child, args=(x, trace, expected))
-    child.start()
-    child.join(120)
-    if child.is_alive():
-        child.kill()
-        child.join()
-        pytest.fail("the forked child's spectrum job never ran")
-    assert child.exitcode == 0
+    context = multiprocessing.get_context("fork")
+    for child_number in range(24):
+        child = context.Process(target=_probe_spectrum_in_child, args=(x, trace, expected, 8))
+        child.start()
+        child.join(120)
+        if child.is_alive():
+            child.kill()
+            child.join()
+        assert child.exitcode == 0, f"forked child {child_number} exited {child.exitcode} (its stacks are above)"
+
+
+def test_a_child_forked_while_a_pool_was_being_built_gets_one():
+    import multiprocessing
+
+    from condense.metrics import spectrum
+
+    x = torch.tensor(token_matrices("gauss", 1, 6, 4))
+    trace = x.square().sum(dim=(1, 2))
+    expected = worker_pool(2).submit(spectrum_of_rows, x, trace).result()
+    with spectrum._pools_lock:  # as if another thread were building a pool at the fork
+        child = multiprocessing.get_context("fork").Process(target=_probe_spectrum_in_child,
+                                                            args=(x, trace, expected, 2, 20))
+        child.start()
+    child.join(60)
+    assert child.exitcode == 0, "the child waited for a lock that only the parent could release"
+
+
+def test_the_pool_sets_torch_threads_on_its_own_thread_before_any_worker_starts(monkeypatch):
+    callers = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (callers.append(threading.current_thread().name), real(n)))
+    pool = WorkerPool(2)
+    pool.executor.shutdown()
+    assert callers[0] == threading.current_thread().name
+    assert sum(name.startswith("condense-worker") for name in callers) == 2
+
+
+def test_a_worker_that_fails_to_start_makes_the_pool_raise_instead_of_waiting(monkeypatch):
+    real = torch.set_num_threads
+
+    def failing_in_workers(n: int) -> None:
+        if threading.current_thread().name.startswith("condense-worker"):
+            raise RuntimeError("planted: Invalid thread pool!")
+        real(n)
+
+    monkeypatch.setattr(torch, "set_num_threads", failing_in_workers)
+    errors = []
+
+    def build() -> None:
+        try:
+            WorkerPool(2)
+        except RuntimeError as err:
+            errors.append(str(err))
+
+    builder = threading.Thread(target=build, daemon=True)
+    builder.start()
+    builder.join(60)
+    assert errors and "failed to start" in errors[0], "the pool's constructor waited for a worker that had failed"

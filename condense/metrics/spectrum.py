@@ -157,12 +157,19 @@ class WorkerPool:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         threads = torch.get_num_threads()
+        # In a forked child torch replaces its inherited thread pool at the next set_num_threads, and
+        # two threads doing that at once can get none ("Invalid thread pool!"): do it here, alone.
+        torch.set_num_threads(threads)
         ready = threading.Barrier(workers + 1)
         self.executor = ThreadPoolExecutor(workers, thread_name_prefix="condense-worker",
                                            initializer=_start_worker, initargs=(ready,))
         for _ in range(workers):  # every thread now, each blocked in its initializer until all are ready
             self.executor.submit(int)
-        ready.wait()
+        try:
+            ready.wait()
+        except threading.BrokenBarrierError:
+            self.executor.shutdown(wait=False, cancel_futures=True)
+            raise RuntimeError("a condense worker thread failed to start (its error is logged above)") from None
         torch.set_num_threads(threads)  # the workers' setting is also torch's default for new threads
 
     def submit(self, function, *tensors: torch.Tensor | int) -> Future:
@@ -178,14 +185,26 @@ def _start_worker(ready: threading.Barrier) -> None:
     # process's forward pass then keeps its speed beside a busy neighbour (measured on 2 cores, a
     # bare SmolLM2 forward pass of 10 x 512 tokens beside a busy process: 54.9 s, 29.6 s once this
     # pool exists; idle, 15-17 s either way)
-    torch.zeros(1 << 16).add_(1)
-    torch.set_num_threads(1)
+    try:
+        torch.zeros(1 << 16).add_(1)
+        torch.set_num_threads(1)
+    except BaseException:
+        ready.abort()  # the pool's constructor then raises instead of waiting for this thread forever
+        raise
     ready.wait()
 
 
 _pools: dict[int, WorkerPool] = {}
 _pools_lock = threading.Lock()
-os.register_at_fork(after_in_child=_pools.clear)  # a forked child has none of the parent's threads
+
+
+def _forget_the_parents_pools() -> None:
+    global _pools_lock
+    _pools.clear()  # a forked child has none of the parent's threads
+    _pools_lock = threading.Lock()  # and another thread may have held this one at the fork
+
+
+os.register_at_fork(after_in_child=_forget_the_parents_pools)
 
 
 def worker_pool(workers: int | None = None) -> WorkerPool:
