@@ -112,9 +112,13 @@ def test_models_shows_the_cache_per_alias_and_clears_it(fake_table, tmp_path):
     assert re.search(r" MB +- +llama", rows["fake-absent"])  # its size, then nothing cached
     assert any("--clear-cache" in line for line in table)
 
+    from condense.probing.baselines import cached_gaussian_baseline
+
+    cached_gaussian_baseline(20, 8)  # a probe's Gaussian baseline: kept by an alias's clearing, not by all
     cleared = CliRunner().invoke(cli, ["models", "fake-ready", "--clear-cache"])
     assert cleared.exit_code == 0 and cleared.output.startswith(f"fake-ready: removed {held / 1e6:.1f} MB")
     assert not assembled_folder(ready).exists() and not entry.folder.exists() and other.folder.exists()
+    assert len(list((tmp_path / "cache" / "baselines").iterdir())) == 1
     everything = CliRunner().invoke(cli, ["models", "--clear-cache"])
     assert everything.exit_code == 0 and everything.output.startswith("all: removed ")
     assert not other.folder.exists() and not list((tmp_path / "cache").glob("*/*"))

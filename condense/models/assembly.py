@@ -21,7 +21,8 @@ from typing import Any
 
 from condense.errors import CondenseError
 from condense.models.aliases import Alias, Part, alias_location, install_command
-from condense.models.cache_folders import CACHE_ENV, build_once, cache_dir, folder_bytes, remove_folder
+from condense.models.cache_folders import (BASELINES_FOLDER, CACHE_ENV, build_once, cache_dir, folder_bytes,
+                                          remove_folder)
 from condense.models.gguf_cache import converted_alias_folder, converted_root
 
 __all__ = ["CACHE_ENV", "PartStatus", "cache_dir", "assembled_folder", "part_status", "is_assembled",
@@ -212,10 +213,10 @@ def cache_usage(alias: Alias) -> dict[str, int]:
 
 
 def clear_cache(alias: Alias | None = None) -> int:
-    """Remove what the cache holds for ``alias`` (None: for every alias, and every converted GGUF file);
-    the bytes freed. Whatever is removed is assembled or converted again on its next use."""
+    """Remove what the cache holds for ``alias`` (None: for every alias, every converted GGUF file and
+    the probes' Gaussian baselines); the bytes freed. Whatever is removed is made again on its next use."""
     folders = ([assembled_folder(alias), converted_alias_folder(alias.name)] if alias
-               else [cache_dir() / "models", converted_root()])
+               else [cache_dir() / "models", converted_root(), cache_dir() / BASELINES_FOLDER])
     freed = 0
     for folder in folders:
         if folder.exists():

@@ -17,9 +17,10 @@ from pathlib import Path
 
 from condense.errors import CondenseError
 
-__all__ = ["CACHE_ENV", "cache_dir", "build_once", "folder_bytes", "remove_folder"]
+__all__ = ["CACHE_ENV", "BASELINES_FOLDER", "cache_dir", "build_once", "folder_bytes", "remove_folder"]
 
 CACHE_ENV = "CONDENSE_CACHE"
+BASELINES_FOLDER = "baselines"  # the probes' Gaussian baselines (condense.probing.baselines)
 
 
 def cache_dir() -> Path:

@@ -20,7 +20,8 @@ import torch
 from condense.errors import CondenseError
 from condense.metrics.spectrum import worker_pool
 from condense.metrics.streaming import PaperCosineAccumulator, PooledCosineAccumulator, TokenGeometryAccumulator
-from condense.metrics.trend import bootstrap_mean_cos, depth_trend, gaussian_baseline, last_layers_means
+from condense.metrics.trend import bootstrap_mean_cos, depth_trend, last_layers_means
+from condense.probing.baselines import cached_gaussian_baseline
 from condense.probing.batching import Batch, auto_batch_start, forward_batches
 from condense.probing.checkpoint import (CheckpointPlan, ProbeInterrupted, load_checkpoint, save_checkpoint,
                                         stop_requests)
@@ -378,7 +379,7 @@ def _assemble(loaded, cfg, sequences, reader, layers, cosine, geometry, corpus, 
     table = table[first + [c for c in table.columns if c not in first]]
     tokens_per_seq = int(np.median([len(s.input_ids) for s in sequences]))
     # here, not in the pool: its spectra are jobs of the pool, and a job must not wait for other jobs
-    for key, value in _one_thread(gaussian_baseline)(tokens_per_seq, dim, seed=cfg.seed).items():
+    for key, value in cached_gaussian_baseline(tokens_per_seq, dim, seed=cfg.seed).items():
         table[f"gauss_{key}"] = value
     trend = {**depth_trend(table["layer"].to_numpy(), table["mean_cos"].to_numpy()),
              **last_layers_means(table["mean_cos"].to_numpy())}
