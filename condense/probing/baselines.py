@@ -25,23 +25,19 @@ import torch
 import condense.metrics
 from condense.metrics.trend import gaussian_baseline
 from condense.models.cache_folders import BASELINES_FOLDER, cache_dir
+from condense.probing.threads import one_torch_thread
 
 __all__ = ["cached_gaussian_baseline", "baseline_key"]
 
 
 def cached_gaussian_baseline(n_tokens: int, dim: int, seed: int = 0) -> dict[str, float]:
     """:func:`condense.metrics.gaussian_baseline` (n_tokens, dim, seed=seed), from the cache when it
-    holds this shape for this code, else computed on one torch thread and stored."""
+    holds this shape for this code, else computed on one torch thread (as the probe measures) and stored."""
     path = cache_dir() / BASELINES_FOLDER / f"gaussian-{n_tokens}x{dim}-seed{seed}-{baseline_key(n_tokens, dim, seed)}.json"
     stored = _read(path)
     if stored is not None:
         return stored
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # its operations are small: one thread is faster, and the same on any machine
-    try:
-        values = gaussian_baseline(n_tokens, dim, seed=seed)
-    finally:
-        torch.set_num_threads(threads)
+    values = one_torch_thread(gaussian_baseline)(n_tokens, dim, seed=seed)
     _write(path, values)
     return values
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 import os
@@ -31,6 +30,7 @@ from condense.probing.corpus import (build_sequences, is_corpus_spec, read_docum
 from condense.probing.extract import HiddenStateReader
 from condense.probing.layers import resolve_layers
 from condense.probing.sampling import paper_sequences
+from condense.probing.threads import one_torch_thread
 from condense.models import LoadedModel, from_memory, load_model, probing_mode
 from condense.results import ProbeResult, RESULT_FORMAT
 
@@ -205,7 +205,7 @@ def probe_loaded(loaded: LoadedModel, cfg: ProbeSettings, documents=None, quiet:
     spectra = "inline" if workers else "defer" if on_cpu else "async"
 
     @torch.inference_mode()
-    @_one_thread
+    @one_torch_thread
     def measure(batch: Batch, i: int, hidden: torch.Tensor) -> tuple[dict, dict, dict]:
         h, mask, attention, norms = _prepare(hidden, batch, cfg, i, geometry_dtype, center)
         unit = h * (mask / norms.clamp_min(1e-8)).unsqueeze(-1)  # unit rows, zero where not counted
@@ -266,30 +266,6 @@ def _sequences(cfg: ProbeSettings, tokenizer, documents, rows) -> list:
     if documents is None:
         documents = read_documents(cfg.corpus, cfg.text_field, cfg.shuffle, cfg.seed)
     return build_sequences(documents, tokenizer, cfg.max_length, cfg.num_seqs)
-
-
-def _one_thread(function):
-    """Run ``function`` with one torch thread (then restore the count).
-
-    The measurements are many small operations; on several threads each one ends in a barrier,
-    and when another process competes for the cores a barrier can wait a whole scheduler time
-    slice: measured here, 100x slower arccos and matmuls on a machine only 1.5x oversubscribed.
-    One thread also makes the numbers independent of the thread count (reductions split by
-    thread sum in another order), so a run is reproducible to the byte on any machine load.
-    """
-
-    @functools.wraps(function)
-    def single(*args, **kwargs):
-        threads = torch.get_num_threads()
-        if threads == 1:
-            return function(*args, **kwargs)
-        torch.set_num_threads(1)
-        try:
-            return function(*args, **kwargs)
-        finally:
-            torch.set_num_threads(threads)
-
-    return single
 
 
 def _batch_size(cfg, sequences, loaded, reader) -> int:
