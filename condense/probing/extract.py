@@ -5,9 +5,11 @@ Entry 0 is the embedding output and entry k the output of block k, exactly as
 Forward hooks hand each selected entry to a ``consume(entry, hidden)`` callback the moment its
 block has run, so only one selected layer is alive besides the model's own activations
 (``output_hidden_states`` keeps every layer of the batch), and the forward pass stops after the
-deepest one. Before the first batch the hooks are verified against ``output_hidden_states`` on a
-short prefix of the first sequence (the mapping of modules to entries does not depend on the
-length); a model whose hooks do not reproduce it exactly is read with ``output_hidden_states``.
+deepest one. The hooks are verified once against ``output_hidden_states``: on the first batch
+itself when every entry of it fits ``VERIFY_HOLD_BYTES`` and the deepest entry is selected (that
+batch is then read from ``output_hidden_states``, so the check costs no forward pass of its own),
+else on a short prefix of the first sequence (the mapping of modules to entries does not depend on
+the length). A model whose hooks do not reproduce it exactly is read with ``output_hidden_states``.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import torch
 
 from condense.blocks import find_blocks, num_hidden_layers
 
-__all__ = ["HiddenStateReader", "VERIFY_TOKENS"]
+__all__ = ["HiddenStateReader", "VERIFY_TOKENS", "VERIFY_HOLD_BYTES"]
 
 VERIFY_TOKENS = 32  # tokens of the first sequence that the one-off hook verification runs on
+VERIFY_HOLD_BYTES = 512 << 20  # a first batch whose every entry (float32) fits this is verified in place
 
 class _StopForward(Exception):
     """Raised by a hook once the deepest selected entry is captured: the rest of the forward is waste."""
@@ -68,14 +71,27 @@ class HiddenStateReader:
              consume: Callable[[int, torch.Tensor], None]) -> None:
         """Forward one batch (ids, attention [B, S]); ``consume(i, hidden)`` for each entry of
         ``layers`` in increasing order, inside the forward pass when reading with hooks."""
+        layers = sorted(layers)
+        if self.method is None and self._blocks is None:
+            self.method = "hidden_states"
+        states = None
         if self.method is None:
-            self._verify(ids[:1, :VERIFY_TOKENS], attention[:1, :VERIFY_TOKENS])
-        if self.method == "hooks":
-            self._hooked_forward(ids, attention, sorted(layers), consume)
-        else:
+            # a separate check's extra forward pass reads every weight once more: seconds for a large model
+            if layers[-1] == self.n_entries - 1 and self._all_entries_bytes(ids) <= VERIFY_HOLD_BYTES:
+                states = self._verify(ids, attention)
+            else:
+                self._verify(ids[:1, :VERIFY_TOKENS], attention[:1, :VERIFY_TOKENS])
+        if states is None and self.method == "hooks":
+            self._hooked_forward(ids, attention, layers, consume)
+            return
+        if states is None:
             states = self._full_forward(ids, attention)
-            for i in sorted(layers):
-                consume(i, states[i])
+        for i in layers:
+            consume(i, states[i])
+
+    def _all_entries_bytes(self, ids: torch.Tensor) -> int:
+        width = getattr(self.model.config, "hidden_size", None) or self.model.get_input_embeddings().weight.shape[1]
+        return ids.numel() * int(width) * 4 * self.n_entries
 
     def _full_forward(self, ids, attention) -> tuple[torch.Tensor, ...]:
         out = self.model(input_ids=ids, attention_mask=attention.long(), output_hidden_states=True, **self._extra)
@@ -84,11 +100,9 @@ class HiddenStateReader:
             raise RuntimeError(f"model returned {len(states)} hidden states, expected {self.n_entries}")
         return states
 
-    def _verify(self, ids, attention) -> None:
-        """Forward a short prefix with every candidate hook attached: decide the method and the final norm."""
-        if self._blocks is None:
-            self.method = "hidden_states"
-            return
+    def _verify(self, ids, attention) -> tuple[torch.Tensor, ...]:
+        """Forward ids with every candidate hook attached: decide the method and the final norm.
+        Returns that forward pass's ``hidden_states``."""
         candidates = self._final_norm_candidates()
         captured: dict[str, torch.Tensor] = {}
         handles = [self._capture_entry(i, self._store(captured, str(i))) for i in range(self.n_entries - 1)]
@@ -107,6 +121,7 @@ class HiddenStateReader:
         hooks_ok = all(torch.equal(captured.get(str(i), torch.empty(0)), states[i]) for i in range(self.n_entries - 1))
         hooks_ok &= self._final_norm is not None or not self.last_entry_after_final_norm
         self.method = "hooks" if hooks_ok else "hidden_states"
+        return states
 
     def _final_norm_candidates(self) -> dict[str, torch.nn.Module]:
         return {name: m for name, m in self.model.named_modules()
