@@ -74,17 +74,15 @@ class HiddenStateReader:
         layers = sorted(layers)
         if self.method is None and self._blocks is None:
             self.method = "hidden_states"
-        states = None
-        if self.method is None:
-            # a separate check's extra forward pass reads every weight once more: seconds for a large model
-            if layers[-1] == self.n_entries - 1 and self._all_entries_bytes(ids) <= VERIFY_HOLD_BYTES:
-                states = self._verify(ids, attention)
-            else:
+        # a separate check's extra forward pass reads every weight once more: seconds for a large model
+        if self.method is None and layers[-1] == self.n_entries - 1 and self._all_entries_bytes(ids) <= VERIFY_HOLD_BYTES:
+            states = self._verify(ids, attention)
+        else:
+            if self.method is None:
                 self._verify(ids[:1, :VERIFY_TOKENS], attention[:1, :VERIFY_TOKENS])
-        if states is None and self.method == "hooks":
-            self._hooked_forward(ids, attention, layers, consume)
-            return
-        if states is None:
+            if self.method == "hooks":
+                self._hooked_forward(ids, attention, layers, consume)
+                return
             states = self._full_forward(ids, attention)
         for i in layers:
             consume(i, states[i])
