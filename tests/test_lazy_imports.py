@@ -18,7 +18,7 @@ HEAVY = ("torch", "transformers", "safetensors", "tokenizers", "scipy", "matplot
 
 # runs the real entry point, then reports what the process imported
 SCRIPT = """
-import json, sys
+import gc, json, sys
 from condense.cli import main
 report, sys.argv = sys.argv[1], ["condense", *sys.argv[2:]]
 try:
@@ -27,7 +27,8 @@ try:
 except SystemExit as stop:
     code = stop.code or 0
 with open(report, "w") as f:
-    json.dump({"code": code, "modules": sorted(sys.modules)}, f)
+    json.dump({"code": code, "modules": sorted(sys.modules), "frozen": gc.get_freeze_count(),
+               "collector_on": gc.isenabled()}, f)
 """
 
 
@@ -92,3 +93,28 @@ def test_a_probe_imports_neither_scipy_nor_seaborn(tiny_gpt2, tmp_path):
     assert report["code"] == 0 and (tmp_path / "run" / "heatmap.png").exists()
     unwanted = {m for m in report["modules"] if m.startswith(("scipy.stats", "seaborn"))}
     assert not unwanted, sorted(unwanted)[:5]
+
+
+def test_the_cli_freezes_its_start_up_objects_once_a_probe_has_imported_them(tiny_gpt2, run_folder, tmp_path):
+    """Full collections during start-up walked every object torch and transformers made (over a
+    second of a short probe here, benchmarks/gc_pauses.py); frozen, later ones do not."""
+    report, _ = imports_of(["probe", str(tiny_gpt2), "--num-seqs", "2", "--max-length", "16", "-q",
+                            "--out", str(tmp_path / "run")], tmp_path)
+    assert report["code"] == 0 and report["collector_on"]
+    assert report["frozen"] > 100_000  # torch and transformers alone make more
+    light, _ = imports_of(["show", str(run_folder)], tmp_path)
+    assert light["code"] == 0 and light["collector_on"] and light["frozen"] == 0  # nothing heavy, nothing frozen
+
+
+def test_a_command_run_in_someone_elses_process_freezes_nothing(tiny_gpt2, tmp_path):
+    import gc
+
+    from click.testing import CliRunner
+
+    from condense.cli import commands  # noqa: F401  (registers the subcommands)
+    from condense.cli.app import cli
+
+    result = CliRunner().invoke(cli, ["probe", str(tiny_gpt2), "--num-seqs", "2", "--max-length", "16", "-q",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    assert gc.get_freeze_count() == 0 and gc.isenabled()

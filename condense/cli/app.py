@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import warnings
+from contextlib import AbstractContextManager
 
 import click
 
+from condense.collector import collector_paused
 from condense.errors import CondenseError, CondenseWarning
 from condense.probing.layers import LAYER_SPEC_HELP
 from condense.results.atomic import storage_error
 
-__all__ = ["main", "cli", "probe_options"]
+__all__ = ["main", "cli", "probe_options", "heavy_imports"]
 
 _python_show_warning = warnings.showwarning
+_OWNS_PROCESS = "owns_process"  # set by main(): a CliRunner in someone else's process does not own it
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -94,6 +98,16 @@ def probe_options(f):
     return f
 
 
+def heavy_imports() -> AbstractContextManager[None]:
+    """Wrap a command's imports of the model and plotting libraries: the collector waits until they
+    are done, and when ``main`` runs the process, what they made is frozen out of later collections."""
+    ctx = click.get_current_context(silent=True)
+    owns_process = bool(ctx and isinstance(ctx.obj, dict) and ctx.obj.get(_OWNS_PROCESS))
+    # once per process: a later command run by the same process (tests' driver) would freeze the
+    # garbage of the one before
+    return collector_paused(freeze=owns_process and gc.get_freeze_count() == 0)
+
+
 def main() -> None:
     """Entry point: turn user errors into one line on stderr and exit code 2.
 
@@ -105,7 +119,7 @@ def main() -> None:
 
     warnings.showwarning = _show_warning
     try:
-        cli.main(standalone_mode=False)
+        cli.main(standalone_mode=False, obj={_OWNS_PROCESS: True})
     except CondenseError as err:
         _fail(str(err), getattr(err, "exit_code", 2))
     except click.UsageError as err:

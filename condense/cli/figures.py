@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from condense.cli.app import cli, probe_options
+from condense.cli.app import cli, heavy_imports, probe_options
 
 
 def _figure_options(f):
@@ -41,8 +41,9 @@ def _split_labels(labels: str | None, items) -> list[str] | None:
 
 
 def _runs_figure(kind: str, items, out, vmax, ylim, style, runs_dir, labels, opts, **extra) -> None:
-    from condense import plotting
-    from condense.api import check_figure_path, resolve_runs, save_figure
+    with heavy_imports():
+        from condense import plotting
+        from condense.api import check_figure_path, resolve_runs, save_figure
 
     check_figure_path(out)
     chosen = _split_labels(labels, items)
@@ -81,8 +82,9 @@ def family(items, out, vmax, ylim, style, runs_dir, labels, title, **opts) -> No
 @click.option("--style", default="whitegrid", show_default=True, help="seaborn style.")
 def plot(run, out, vmax, ylim, cmap, style) -> None:
     """Redraw one run's heatmap with other display options."""
-    from condense.api import check_figure_path, save_figure
-    from condense.results import load
+    with heavy_imports():
+        from condense.api import check_figure_path, save_figure
+        from condense.results import load
 
     target = check_figure_path(out or Path(run) / "heatmap.png")
     result = load(run)

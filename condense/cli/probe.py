@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from condense.cli.app import cli, probe_options
+from condense.cli.app import cli, heavy_imports, probe_options
 
 
 @cli.command()
@@ -16,7 +16,8 @@ from condense.cli.app import cli, probe_options
 @probe_options
 def probe(model: str, out: Path | None, **opts) -> None:
     """Probe MODEL (alias, local folder, .gguf file or hub id) and write a run folder."""
-    from condense.api import default_run_folder, probe_to_folder
+    with heavy_imports():
+        from condense.api import default_run_folder, probe_to_folder
 
     folder = probe_to_folder(model, out or default_run_folder(model, opts["corpus"], opts["init"]), **opts)
     click.echo(f"wrote {folder}/ (layers.csv, histograms.npz, run.json, heatmap.png)")
@@ -37,6 +38,7 @@ def show(run: Path) -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 def rerun(run: Path, out: Path | None, quiet: bool) -> None:
     """Repeat a run from its run.json (same model, load options and settings)."""
-    from condense.api import rerun as rerun_folder
+    with heavy_imports():
+        from condense.api import rerun as rerun_folder
 
     click.echo(f"wrote {rerun_folder(run, out, quiet=quiet)}/")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from condense.cli.app import cli
+from condense.cli.app import cli, heavy_imports
 
 __all__ = ["sweep"]
 
@@ -32,7 +32,8 @@ def sweep(spec: Path, out: Path | None, executor: str, ray_address: str | None, 
     Finished runs with the same settings are skipped; a failing run is reported and the others go
     on. Exit code 0 when every run is ok or skipped, 1 when some failed, 2 for a bad spec.
     """
-    from condense.sweep import load_spec, run_sweep, summary_frame
+    with heavy_imports():
+        from condense.sweep import load_spec, run_sweep, summary_frame
 
     if ray_address and executor != "ray":
         raise click.UsageError("--ray-address needs --executor ray")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from condense.cli.app import cli
+from condense.cli.app import cli, heavy_imports
 from condense.training.settings import DEFAULT_CHECKPOINT_SECONDS, DISPERSIONS, WHERE_HELP
 
 
@@ -48,8 +48,9 @@ from condense.training.settings import DEFAULT_CHECKPOINT_SECONDS, DISPERSIONS, 
 def finetune(model: str, out: Path | None, baseline: Path | None, report_to: str, checkpoint_every: float,
              resume: bool, device: str, trust_remote_code: bool, quiet: bool, **settings) -> None:
     """Fine-tune MODEL (or pre-train it with --init random) and probe condensation on held-out text."""
-    from condense.api import default_run_folder
-    from condense.training import finetune as run_finetune
+    with heavy_imports():
+        from condense.api import default_run_folder
+        from condense.training import finetune as run_finetune
 
     if out is None:
         folder = default_run_folder(model, settings["corpus"], settings["init"], root="results/finetune")

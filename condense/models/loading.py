@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from condense import hub
+from condense.collector import collector_paused
 from condense.errors import CondenseError, CondenseWarning, first_line
 from condense.models.aliases import ALIAS_HINT, ALIASES, alias_location, install_command
 from condense.models.assembly import locate_alias
@@ -89,6 +90,7 @@ def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype | str:
     return chosen
 
 
+@collector_paused()  # a load makes hundreds of thousands of long-lived objects and no garbage
 def load_model(
     name: str,
     revision: str | None = None,
