@@ -6,6 +6,7 @@ every model adds [CLS]/[SEP] special tokens, which the probe must exclude by def
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 from pathlib import Path
 
@@ -18,6 +19,15 @@ transformers.logging.set_verbosity_error()
 # timing deadlines make property tests flaky on a shared 2-core machine; correctness is what they check
 settings.register_profile("condense", deadline=None)
 settings.load_profile("condense")
+
+
+@pytest.fixture(autouse=True)
+def unfrozen_collector():
+    """Tests that run main() in this process let it freeze pytest's heap as a real command would;
+    thaw it afterwards so no test inherits another's frozen objects."""
+    yield
+    if gc.get_freeze_count():
+        gc.unfreeze()
 
 
 def offline_package_dir(package: str) -> Path | None:
