@@ -6,7 +6,9 @@ triggers several during those imports: over a second of a short probe's start-up
 ``benchmarks/gc_pauses.py``). Nothing made then is garbage worth a walk, so the collector waits
 until the imports or the load are over; a process that owns its lifetime (the CLI) also moves
 what exists by then out of the collector's sight for good (``gc.freeze``), so that the
-collections the probe itself triggers walk only what the probe makes.
+collections the probe itself triggers walk only what the probe makes. At its end the CLI freezes
+again: the interpreter's exit runs full collections over everything not frozen, 0.6 s of a
+one-sequence probe of SmolLM2-135M (the model, the modules the load imported, the results).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import contextlib
 import gc
 from collections.abc import Iterator
 
-__all__ = ["collector_paused"]
+__all__ = ["collector_paused", "frozen_for_exit"]
 
 
 @contextlib.contextmanager
@@ -38,3 +40,17 @@ def collector_paused(freeze: bool = False) -> Iterator[None]:
             gc.freeze()
         if was_enabled:
             gc.enable()
+
+
+@contextlib.contextmanager
+def frozen_for_exit() -> Iterator[None]:
+    """On leaving the block (also on error or ``sys.exit``), freeze every tracked object, so that the
+    collections of the interpreter's exit walk nothing. Only for the outermost frame of a process
+    about to end (the CLI's ``main``): cyclic garbage made until then is left to the operating system,
+    and its finalizers do not run (nothing of condense's relies on them: every file is closed and
+    renamed into place before a command returns).
+    """
+    try:
+        yield
+    finally:
+        gc.freeze()

@@ -16,19 +16,32 @@ import condense
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "safetensors", "tokenizers", "scipy", "matplotlib")
 
-# runs the real entry point, then reports what the process imported
+# runs the real entry point, then reports what the process imported, how many objects the command
+# froze before main's freeze for the exit (``frozen``), and how many after it (``frozen_at_exit``)
 SCRIPT = """
-import gc, json, sys
+import contextlib, gc, json, sys
+import condense.cli.app as app
 from condense.cli import main
 report, sys.argv = sys.argv[1], ["condense", *sys.argv[2:]]
+seen, for_exit = {}, app.frozen_for_exit
+
+@contextlib.contextmanager
+def recorded():
+    with for_exit():
+        try:
+            yield
+        finally:
+            seen["frozen"] = gc.get_freeze_count()
+
+app.frozen_for_exit = recorded
 try:
     main()
     code = 0
 except SystemExit as stop:
     code = stop.code or 0
 with open(report, "w") as f:
-    json.dump({"code": code, "modules": sorted(sys.modules), "frozen": gc.get_freeze_count(),
-               "collector_on": gc.isenabled()}, f)
+    json.dump({"code": code, "modules": sorted(sys.modules), "frozen": seen["frozen"],
+               "frozen_at_exit": gc.get_freeze_count(), "collector_on": gc.isenabled()}, f)
 """
 
 
@@ -104,6 +117,8 @@ def test_the_cli_freezes_its_start_up_objects_once_a_probe_has_imported_them(tin
     assert report["frozen"] > 100_000  # torch and transformers alone make more
     light, _ = imports_of(["show", str(run_folder)], tmp_path)
     assert light["code"] == 0 and light["collector_on"] and light["frozen"] == 0  # nothing heavy, nothing frozen
+    # then main freezes what the command made, so the exit's collections walk nothing
+    assert report["frozen_at_exit"] > report["frozen"] and light["frozen_at_exit"] > 10_000
 
 
 def test_a_command_run_in_someone_elses_process_freezes_nothing(tiny_gpt2, tmp_path):

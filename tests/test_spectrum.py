@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from condense.metrics.spectrum import (SPECTRAL_KEYS, centred_gram, gram_of_rows, spectrum_from_gram,
-                                       spectrum_of_products, spectrum_of_rows, top_eigenvalue, WorkerPool, worker_pool)
+from condense.metrics.spectrum import (DENSE_EIGEN_MAX, SPECTRAL_KEYS, centred_gram, gram_of_rows, lanczos_top_eigenvalue,
+                                       largest_eigenvalue, spectrum_from_gram, spectrum_of_products, spectrum_of_rows,
+                                       top_eigenvalue, WorkerPool, worker_pool)
 from condense.metrics.streaming import (FINE_BINS, PooledCosineAccumulator, TokenGeometryAccumulator,
                                         upper_pair_sums)
 
@@ -75,24 +76,50 @@ def test_centred_gram_is_the_gram_of_the_centred_rows():
         torch.testing.assert_close(centred_gram(gram, mean, rows.shape[1]), expected, rtol=1e-12, atol=1e-10)
 
 
-def test_top_eigenvalue_closed_forms_and_hard_cases():
+@pytest.mark.parametrize("m", [50, DENSE_EIGEN_MAX + 140])  # eigvalsh and ARPACK on the CPU
+@pytest.mark.parametrize("solver", [top_eigenvalue, lanczos_top_eigenvalue], ids=["cpu", "lanczos"])
+def test_top_eigenvalue_closed_forms_and_hard_cases(m, solver):
     rng = np.random.default_rng(1)
-    q = np.linalg.qr(rng.standard_normal((50, 50)))[0]
+    q = np.linalg.qr(rng.standard_normal((m, m)))[0]
     cases = {
-        "well separated": np.linspace(0.0, 1.0, 50),
-        "double top": np.r_[np.linspace(0.0, 0.5, 48), 1.0, 1.0],
-        "tiny gap": np.r_[np.linspace(0.0, 0.5, 48), 1.0 - 1e-6, 1.0],  # needs many steps or the fallback
-        "one nonzero": np.r_[np.zeros(49), 3.0],
+        "well separated": np.linspace(0.0, 1.0, m),
+        "double top": np.r_[np.linspace(0.0, 0.5, m - 2), 1.0, 1.0],
+        "tiny gap": np.r_[np.linspace(0.0, 0.5, m - 2), 1.0 - 1e-6, 1.0],  # needs many steps or the fallback
+        "one nonzero": np.r_[np.zeros(m - 1), 3.0],
     }
     a = torch.tensor(np.stack([q @ np.diag(v) @ q.T for v in cases.values()]))
-    top = top_eigenvalue(a)
+    top = solver(a)
     for k, values in enumerate(cases.values()):
         assert float(top[k]) == pytest.approx(values.max(), rel=1e-7), list(cases)[k]
-    assert float(top_eigenvalue(torch.zeros(1, 6, 6))[0]) == 0.0
-    assert float(top_eigenvalue(torch.tensor([[[2.5]]]))[0]) == 2.5
+    assert float(solver(torch.zeros(1, m, m))[0]) == 0.0
+    assert float(solver(torch.tensor([[[2.5]]]))[0]) == 2.5
 
 
-def test_top_eigenvalue_converges_by_its_residual_bound_without_the_fallback(monkeypatch):
+def test_largest_eigenvalue_meets_its_relative_accuracy_above_the_dense_size():
+    """ARPACK's answer for a Gram matrix of 511 cone-like tokens (the one-text sample) is within rtol of
+    the dense solver's, for a tight and a loose rtol, and eigvalsh is not what gave it."""
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal((511, 96)) + 3.0 * rng.standard_normal(96)) * rng.uniform(0.1, 3.0, 96)
+    xc = x - x.mean(axis=0)
+    gram = torch.tensor(xc @ xc.T)
+    exact = float(np.linalg.eigvalsh(xc @ xc.T)[-1])
+    for rtol in (1e-10, 1e-4):
+        assert abs(largest_eigenvalue(gram, rtol) - exact) <= rtol * exact, rtol
+
+
+def test_largest_eigenvalue_falls_back_to_eigvalsh_when_arpack_does_not_settle(monkeypatch):
+    import scipy.sparse.linalg
+
+    def unsettled(*_args, **_kwargs):
+        raise scipy.sparse.linalg.ArpackNoConvergence("no convergence", np.zeros(0), np.zeros((0, 0)))
+
+    monkeypatch.setattr(scipy.sparse.linalg, "eigsh", unsettled)
+    values = np.r_[np.linspace(0.0, 0.5, 199), 1.5]
+    q = np.linalg.qr(np.random.default_rng(6).standard_normal((200, 200)))[0]
+    assert largest_eigenvalue(torch.tensor(q @ np.diag(values) @ q.T)) == pytest.approx(1.5, rel=1e-12)
+
+
+def test_lanczos_converges_by_its_residual_bound_without_the_fallback(monkeypatch):
     """A matrix with a clear gap at the top settles in a few Lanczos steps (the residual bound works), far
     below the 96-step limit that hands a matrix to eigvalsh; the value meets the promised bound."""
     rng = np.random.default_rng(2)
@@ -102,26 +129,26 @@ def test_top_eigenvalue_converges_by_its_residual_bound_without_the_fallback(mon
     a = torch.tensor(q @ np.diag(values) @ q.T).unsqueeze(0)
 
     def no_fallback(*_args, **_kwargs):
-        raise AssertionError("top_eigenvalue fell back to eigvalsh")
+        raise AssertionError("the Lanczos fell back to eigvalsh")
 
     monkeypatch.setattr(torch.linalg, "eigvalsh", no_fallback)
     for rtol in (1e-7, 1e-3):
-        top = float(top_eigenvalue(a, rtol=rtol)[0])
+        top = float(lanczos_top_eigenvalue(a, rtol=rtol)[0])
         assert 0.0 <= 1.0 - top <= rtol * top
 
 
 @pytest.mark.parametrize("scale", [1e-6, 1.0, 1e6])
-def test_top_eigenvalue_bound_is_relative_at_any_scale(scale):
+def test_lanczos_bound_is_relative_at_any_scale(scale):
     """The promise |lambda_max - theta| <= 1e-7 theta holds for small and large matrices alike (hidden
     states of a layer can have any scale): an absolute bound would stop a 1e-6 matrix at once."""
     rng = np.random.default_rng(3)
     q = np.linalg.qr(rng.standard_normal((80, 80)))[0]
     values = scale * np.r_[np.linspace(0.0, 0.9, 79), 1.0]
-    top = float(top_eigenvalue(torch.tensor(q @ np.diag(values) @ q.T).unsqueeze(0))[0])
+    top = float(lanczos_top_eigenvalue(torch.tensor(q @ np.diag(values) @ q.T).unsqueeze(0))[0])
     assert abs(top - scale) <= 1e-7 * scale, (top / scale - 1)
 
 
-def test_top_eigenvalue_falls_back_to_the_largest_eigenvalue(monkeypatch):
+def test_lanczos_falls_back_to_the_largest_eigenvalue(monkeypatch):
     """500 eigenvalues spread evenly on [0, 1]: no gap at the top, so 96 Lanczos steps do not meet the
     bound and the matrix goes to eigvalsh, whose largest value is the answer."""
     rng = np.random.default_rng(4)
@@ -135,7 +162,7 @@ def test_top_eigenvalue_falls_back_to_the_largest_eigenvalue(monkeypatch):
         return real(x, *args, **kwargs)
 
     monkeypatch.setattr(torch.linalg, "eigvalsh", counted)
-    top = float(top_eigenvalue(a)[0])
+    top = float(lanczos_top_eigenvalue(a)[0])
     assert calls == [(1, m, m)]  # the fallback was reached
     assert top == pytest.approx(1.0, rel=1e-12)
 

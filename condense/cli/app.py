@@ -9,7 +9,7 @@ from contextlib import AbstractContextManager
 
 import click
 
-from condense.collector import collector_paused
+from condense.collector import collector_paused, frozen_for_exit
 from condense.errors import CondenseError, CondenseWarning
 from condense.probing.layers import LAYER_SPEC_HELP
 from condense.results.atomic import storage_error
@@ -113,11 +113,17 @@ def main() -> None:
 
     CondenseError (bad input, and StorageError: full disk, quota, read-only file system) and
     click's usage errors exit 2; an interrupt exits 130; a storage OSError raised by any other
-    writer is reported like StorageError. Anything else is a bug and keeps its traceback.
+    writer is reported like StorageError. Anything else is a bug and keeps its traceback. However
+    it ends, what the command made is frozen for the exit (:func:`condense.collector.frozen_for_exit`).
     """
     from condense.cli import commands  # noqa: F401  (registers the subcommands)
 
     warnings.showwarning = _show_warning
+    with frozen_for_exit():
+        _run()
+
+
+def _run() -> None:
     try:
         cli.main(standalone_mode=False, obj={_OWNS_PROCESS: True})
     except CondenseError as err:

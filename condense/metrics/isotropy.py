@@ -14,10 +14,10 @@ import functools
 import math
 
 import numpy as np
-import scipy.sparse.linalg
 import torch
 
 from condense.metrics.geometry import NORM_FLOOR, as_float64
+from condense.metrics.spectrum import largest_eigenvalue
 from condense.metrics.streaming import FINE_BINS, HIST_BINS
 
 __all__ = [
@@ -36,7 +36,7 @@ __all__ = [
 
 TWONN_DISCARD = 0.1  # Facco et al. 2017: the largest ratios follow the Pareto law worst
 ROW_BLOCK = 512  # rows per strip of an N x N product: strips of 512 x N float64 (16 MiB at N = 4096)
-DENSE_EIGEN_MAX = 512  # up to this size eigvalsh; above it Lanczos (scipy eigsh) for the top eigenvalue
+EIGEN_RTOL = 1e-10  # relative accuracy of the centred MEV's top eigenvalue
 
 
 def _centred_gram(x: torch.Tensor) -> torch.Tensor:
@@ -53,21 +53,6 @@ def _isoscore_of(gram: torch.Tensor, dim: int) -> float:
     if dim < 2 or trace <= 0 or frob_sq <= 0:
         return math.nan
     return (trace * trace / frob_sq - 1.0) / (dim - 1)
-
-
-def _top_eigenvalue(gram: torch.Tensor) -> float:
-    """Largest eigenvalue of a symmetric positive semi-definite matrix."""
-    if gram.shape[0] <= DENSE_EIGEN_MAX:
-        return float(torch.linalg.eigvalsh(gram)[-1])
-    # products through torch, so they obey the caller's torch thread count (numpy's BLAS has its own
-    # threads); no eigenvector: it would double the cost. A seeded start: the all-ones vector lies in
-    # the null space of a centred Gram matrix
-    operator = scipy.sparse.linalg.LinearOperator(
-        gram.shape, matvec=lambda v: torch.mv(gram, torch.from_numpy(np.ascontiguousarray(v).ravel())).numpy(),
-        dtype=np.float64)
-    start = np.random.default_rng(0).standard_normal(gram.shape[0])
-    return float(scipy.sparse.linalg.eigsh(operator, k=1, which="LA", v0=start, tol=1e-10,
-                                           return_eigenvectors=False)[0])
 
 
 def isoscore(x: np.ndarray | torch.Tensor) -> float:
@@ -98,7 +83,7 @@ def mev_centred(x: np.ndarray | torch.Tensor) -> float:
         return math.nan
     gram = _centred_gram(x)
     trace = float(gram.diagonal().sum())
-    return _top_eigenvalue(gram) / trace if trace > 0 else math.nan
+    return largest_eigenvalue(gram, EIGEN_RTOL) / trace if trace > 0 else math.nan
 
 
 def _duplicate_groups(x: torch.Tensor) -> torch.Tensor:
@@ -274,7 +259,7 @@ def sample_measures(x: np.ndarray | torch.Tensor, text_index: np.ndarray | torch
     gram = xc @ xc.T
     trace = float(gram.diagonal().sum())
     cols["isoscore"] = _isoscore_of(gram, dim)
-    cols["mev_centred"] = _top_eigenvalue(gram) / trace if trace > 0 else math.nan
+    cols["mev_centred"] = largest_eigenvalue(gram, EIGEN_RTOL) / trace if trace > 0 else math.nan
     sizes = [n // s for s in nested if n // s >= 3]
     distances = _two_nearest(gram, _duplicate_groups(x), sorted(set(sizes), reverse=True)) if sizes else {}
     for s in nested:
